@@ -1,0 +1,45 @@
+# qconvert: `make demo` installs everything and runs the main job; `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.qconvert-installed
+FIXTURE := tests/fixtures/tiny-qwen2
+EVAL_TEXT := calibration/eval/heldout-en.txt
+DEMO_DIR := build/demo
+
+.PHONY: install llama-cpp demo test fixture clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# The CPU torch build first: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(INSTALLED): $(PY) pyproject.toml setup.py $(wildcard native/*.c native/*.h)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# llama.cpp tools from the llama-cpp-python sdist, built once and cached per version.
+llama-cpp: $(PY)
+	PYTHON=$(PY) bash scripts/build_llama_cpp.sh
+
+install: $(INSTALLED) llama-cpp
+
+demo: install
+	mkdir -p $(DEMO_DIR)
+	$(VENV)/bin/qconvert gguf $(FIXTURE) --type f16 -o $(DEMO_DIR)/tiny-qwen2-f16.gguf --force
+	$(VENV)/bin/qconvert ppl $(DEMO_DIR)/tiny-qwen2-f16.gguf --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-gguf-f16.json
+	$(VENV)/bin/qconvert ppl $(FIXTURE) --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-hf.json
+	@echo
+	@echo "GGUF (f16):              $(DEMO_DIR)/tiny-qwen2-f16.gguf"
+	@echo "perplexity, llama.cpp:   $(DEMO_DIR)/ppl-gguf-f16.json  $$(cat $(DEMO_DIR)/ppl-gguf-f16.json)"
+	@echo "perplexity, torch (HF):  $(DEMO_DIR)/ppl-hf.json  $$(cat $(DEMO_DIR)/ppl-hf.json)"
+
+test: install
+	$(PY) -m pytest -q
+
+# Re-train the committed fixture model from the bundled text (minutes of CPU time).
+fixture: $(INSTALLED)
+	$(PY) scripts/make_fixture_model.py -o $(FIXTURE)
+
+clean:
+	rm -rf build $(VENV) *.egg-info qconvert/_native*.so

@@ -1,0 +1,80 @@
+"""The `qconvert` command line: a thin layer over the library. Every user error becomes one line on
+stderr and exit code 2; Ctrl-C stops with exit code 130 and leaves no partial output."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from qconvert import __version__
+from qconvert.errors import QConvertError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except QConvertError as exc:
+            click.echo(f"qconvert: error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("qconvert: interrupted; no output was written", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="qconvert")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
+def main(verbose: bool) -> None:
+    """Quantize and convert LLM checkpoints, and measure them."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The GGUF file to write.")
+@click.option("--type", "out_type", default="f16", show_default=True, help="Tensor type: f16, bf16 or f32.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def gguf(model_dir: Path, out: Path, out_type: str, force: bool) -> None:
+    """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp."""
+    from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
+    from qconvert.convert.out_types import parse_out_type
+
+    options = ConvertOptions(out_type=parse_out_type(out_type), force=force, progress=_progress())
+    convert_hf_to_gguf(model_dir, out, options)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to score.")
+@click.option("--ctx", default=512, show_default=True, help="Tokens per chunk.")
+@click.option("--chunks", type=int, default=None, help="Score at most this many chunks (default: all).")
+@click.option("--kld-base", type=click.Path(path_type=Path), default=None, help="Also report KL divergence against this base model.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ppl(model: Path, text: Path, ctx: int, chunks: int | None, kld_base: Path | None, threads: int | None, as_json: bool) -> None:
+    """Perplexity of MODEL (a .gguf via llama-perplexity, or an HF folder via torch) on a text."""
+    from qconvert.ppl.measure import measure_perplexity
+    from qconvert.ppl.result import PplOptions
+
+    result = measure_perplexity(model, text, PplOptions(ctx=ctx, chunks=chunks, threads=threads), kld_base, progress=_progress())
+    click.echo(json.dumps(result.to_json_dict()) if as_json else result.summary())
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def inspect(path: Path) -> None:
+    """Show a GGUF file's metadata and tensors, or an HF model folder's architecture and tensors."""
+    from qconvert.inspect_model import describe
+
+    click.echo("\n".join(describe(path)))

@@ -1,0 +1,16 @@
+"""The one error type users see: what is wrong, where, and what to do about it.
+
+The CLI prints it as a single line and exits with code 2; library callers can catch it.
+"""
+
+
+class QConvertError(Exception):
+    def __init__(self, what: str, where: object = None, hint: str | None = None):
+        self.what = what
+        self.where = where
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.what}" if self.where is not None else self.what
+        return f"{text} ({self.hint})" if self.hint else text

@@ -1,0 +1,40 @@
+"""Safe output files: written under a temporary name beside the target and renamed when complete.
+
+An existing output is refused unless `force` is set; on any failure or Ctrl-C the temporary file is
+removed, so a run never leaves a partial output behind.
+"""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from qconvert.errors import QConvertError
+
+
+def check_output_path(path: Path, force: bool) -> None:
+    """Fail early, before any work, if `path` cannot or may not be written."""
+    if path.exists() and not force:
+        raise QConvertError("output already exists", path, "pass --force to overwrite it")
+    if path.is_dir():
+        raise QConvertError("output is a directory", path, "give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise QConvertError("output directory does not exist", parent, "create it first")
+    if not os.access(parent, os.W_OK):
+        raise QConvertError("output directory is not writable", parent, "choose another output path")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; it becomes `path` only if the block completes."""
+    path = Path(path)
+    check_output_path(path, force)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise QConvertError(f"cannot write output: {exc.strerror or exc}", path, "check the path and free disk space") from exc
+    finally:
+        tmp.unlink(missing_ok=True)

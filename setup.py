@@ -1,0 +1,17 @@
+"""Build the C extension qconvert._native from native/*.c (plain C, no torch)."""
+from pathlib import Path
+
+import numpy
+from setuptools import Extension, setup
+
+sources = sorted(str(p) for p in Path("native").glob("*.c"))
+setup(
+    ext_modules=[
+        Extension(
+            "qconvert._native",
+            sources=sources,
+            include_dirs=[numpy.get_include(), "native"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        )
+    ]
+)

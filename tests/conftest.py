@@ -1,0 +1,66 @@
+"""Shared fixtures: the bundled tiny Qwen2 model, its GGUF conversions, and a CLI runner."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
+from qconvert.convert.out_types import OutType
+from qconvert.llama_cpp import find_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
+EVAL_TEXT = ROOT / "calibration" / "eval" / "heldout-en.txt"
+PPL_CHUNKS = 8  # enough tokens (8 × 255) for a stable comparison, fast on 2 cores
+
+
+@dataclass
+class CliResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: object, cwd: Path | None = None) -> CliResult:
+    """Run `python -m qconvert ARGS` as a user would, without a TTY."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "qconvert", *map(str, args)], capture_output=True, text=True, cwd=cwd, env={**os.environ}
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def ppl_json(*args: object) -> dict:
+    result = run_cli("ppl", *args, "--json")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def llama_tools() -> None:
+    """The bundled llama.cpp build must be there: `make test` builds it before the suite runs."""
+    for tool in ("llama-perplexity", "llama-tokenize", "llama-quantize", "llama-imatrix", "llama-cli"):
+        find_tool(tool)
+
+
+@pytest.fixture(scope="session")
+def gguf_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gguf")
+
+
+def convert(model_dir: Path, out: Path, out_type: OutType = OutType.F16) -> Path:
+    return convert_hf_to_gguf(model_dir, out, ConvertOptions(out_type=out_type, progress=False))
+
+
+@pytest.fixture(scope="session")
+def fixture_f16(gguf_dir) -> Path:
+    return convert(FIXTURE, gguf_dir / "tiny-qwen2-f16.gguf")
+
+
+@pytest.fixture(scope="session")
+def fixture_config() -> dict:
+    return json.loads((FIXTURE / "config.json").read_text())
