@@ -11,13 +11,14 @@ from pathlib import Path
 
 from qconvert.errors import QConvertError
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # keep in step with scripts/build_llama_cpp.sh
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # keep both in step with scripts/build_llama_cpp.sh
+BUILD_RECIPE = "r1"
 ENV_VAR = "QCONVERT_LLAMA_CPP"
 
 
 def cache_dir() -> Path:
     base = os.environ.get("QCONVERT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qconvert"
-    return Path(base) / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}" / "bin"
+    return Path(base) / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{BUILD_RECIPE}" / "bin"
 
 
 def find_tool(name: str) -> Path:

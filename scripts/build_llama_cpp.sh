@@ -5,8 +5,9 @@
 set -euo pipefail
 
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+recipe=r1  # bump when the build below changes, so cached tools are rebuilt (keep in step with qconvert/llama_cpp.py)
 cache="${QCONVERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qconvert}"
-prefix="$cache/llama.cpp-$version"
+prefix="$cache/llama.cpp-$version-$recipe"
 tools=(llama-perplexity llama-quantize llama-imatrix llama-cli llama-tokenize)
 python="${PYTHON:-python3}"
 
@@ -26,6 +27,15 @@ if [ ! -d "$work/src/vendor/llama.cpp" ]; then
     tar xzf "$work"/dl/llama_cpp_python-"$version".tar.gz -C "$work/src" --strip-components=1
 fi
 
+# llama.cpp's logger is asynchronous and deliberately never destroyed (its issue #22142), so a tool
+# that returns from main without flushing can lose its last lines -- perplexity's "Final estimate"
+# among them, about half the time on 2 cores. Flush before exit, once per source tree.
+for tool in perplexity imatrix; do
+    src="$work/src/vendor/llama.cpp/tools/$tool/$tool.cpp"
+    grep -q "qconvert: flush" "$src" || sed -i \
+        's|^    llama_backend_free();$|    llama_backend_free();\n    common_log_flush(common_log_main()); // qconvert: flush the async log before exit|' "$src"
+done
+
 echo "building ${tools[*]} with cmake (takes ~10 minutes on 2 cores, once) ..."
 cmake -S "$work/src/vendor/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
@@ -37,5 +47,4 @@ cmake --build "$work/build" -j "$(nproc)" --target "${tools[@]}" > "$work/cmake-
 mkdir -p "$prefix/bin.tmp"
 for t in "${tools[@]}"; do cp "$work/build/bin/$t" "$prefix/bin.tmp/"; done
 rm -rf "$prefix/bin" && mv "$prefix/bin.tmp" "$prefix/bin"
-rm -rf "$work/build"
 echo "llama.cpp tools installed in $prefix/bin"

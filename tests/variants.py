@@ -18,7 +18,19 @@ def _copy_tokenizer(dst: Path) -> None:
         shutil.copy(FIXTURE / name, dst / name)
 
 
-def resave_as_llama(dst: Path, tied: bool) -> Path:
+# Llama 3 RoPE scaling with a short original context, so that it changes frequencies the 512-token
+# test chunks use: wavelengths over 128 are stretched 8×, those between 32 and 128 blended.
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 128,
+}
+
+
+def resave_as_llama(dst: Path, tied: bool, rope_scaling: dict | None = None) -> Path:
     """The fixture as LlamaForCausalLM: attention_bias=True carries Qwen2's q/k/v biases, and o_proj
     gets a zero bias. Tied: lm_head is dropped and the embedding serves as the output matrix."""
     qwen = Qwen2ForCausalLM.from_pretrained(FIXTURE, dtype=torch.float32)
@@ -32,7 +44,7 @@ def resave_as_llama(dst: Path, tied: bool) -> Path:
         num_key_value_heads=qc.num_key_value_heads,
         max_position_embeddings=qc.max_position_embeddings,
         rms_norm_eps=qc.rms_norm_eps,
-        rope_theta=10000.0,
+        rope_parameters=rope_scaling or {"rope_type": "default", "rope_theta": 10000.0},
         attention_bias=True,
         tie_word_embeddings=tied,
         eos_token_id=qc.eos_token_id,

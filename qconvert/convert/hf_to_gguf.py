@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, RopeScalingType
+from gguf import GGMLQuantizationType, GGUFWriter
 from tqdm import tqdm
 
 from qconvert.convert.arch import ArchSpec, arch_spec, gguf_tensor_name, permute_for_rope
 from qconvert.convert.out_types import OUT_TYPES, OutType, encode
+from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
@@ -33,13 +34,14 @@ class ConvertOptions:
     progress: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PlannedTensor:
-    hf_name: str
+    hf_name: str | None  # None: a tensor computed here (`values`), not read from the checkpoint
     gguf_name: str
     shape: tuple[int, ...]  # numpy (row-major) shape, as in the checkpoint
     ggml_type: GGMLQuantizationType
     permute_heads: int = 0  # >0: apply the RoPE Q/K permutation with this many heads
+    values: np.ndarray | None = None
 
 
 def _keeps_f32(gguf_name: str, shape: tuple[int, ...]) -> bool:
@@ -48,11 +50,11 @@ def _keeps_f32(gguf_name: str, shape: tuple[int, ...]) -> bool:
 
 
 def _sort_key(gguf_name: str) -> tuple:
-    # token_embd first, then layers in order, then output_norm and output, like convert_hf_to_gguf.py
+    # rope_freqs and token_embd first, then layers in order, then output_norm and output
     if gguf_name.startswith("blk."):
         _, layer, rest = gguf_name.split(".", 2)
         return (1, int(layer), rest)
-    return (0 if gguf_name.startswith("token_embd") else 2, 0, gguf_name)
+    return (0 if gguf_name.startswith(("rope_freqs", "token_embd")) else 2, 0, gguf_name)
 
 
 def plan_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig, spec: ArchSpec, out_type: OutType) -> list[PlannedTensor]:
@@ -63,10 +65,13 @@ def plan_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig, spec: ArchSpe
         if name is None or (name == "output.weight" and config.tie_word_embeddings):
             continue  # tied: llama.cpp reuses token_embd as the output matrix
         heads = 0
-        if spec.permute_qk and name.split(".")[2] in ("attn_q", "attn_k"):
-            heads = config.num_heads if ".attn_q." in name else config.num_kv_heads
+        if spec.permute_qk:  # blk.N.attn_q.weight → attn_q
+            heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0)
         ggml_type = GGMLQuantizationType.F32 if _keeps_f32(name, entry.shape) else weight_type
         plan.append(PlannedTensor(hf_name, name, entry.shape, ggml_type, heads))
+    if config.rope_scaling and rope_kind(config.rope_scaling) == "llama3":
+        factors = llama3_rope_factors(config.rope_scaling, config.head_dim, config.rope_theta)
+        plan.append(PlannedTensor(None, "rope_freqs.weight", factors.shape, GGMLQuantizationType.F32, values=factors))
     names = {t.gguf_name for t in plan}
     if "token_embd.weight" not in names:
         raise QConvertError("checkpoint has no model.embed_tokens.weight", "checkpoint", "is this a causal LM checkpoint?")
@@ -98,23 +103,9 @@ def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, out_type:
     if spec.write_rope_dims:
         w.add_rope_dimension_count(config.head_dim)
     if config.rope_scaling:
-        _write_rope_scaling(w, config)
+        write_rope_scaling(w, config.rope_scaling)
     w.add_file_type(OUT_TYPES[out_type].file_type)
     w.add_quantization_version(QUANTIZATION_VERSION)
-
-
-def _write_rope_scaling(w: GGUFWriter, config: ModelConfig) -> None:
-    rope = config.rope_scaling or {}
-    kind = rope.get("rope_type", rope.get("type"))
-    if kind == "linear":
-        w.add_rope_scaling_type(RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(float(rope["factor"]))
-    elif kind == "yarn":
-        w.add_rope_scaling_type(RopeScalingType.YARN)
-        w.add_rope_scaling_factor(float(rope["factor"]))
-        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
-    else:
-        raise QConvertError(f"rope_scaling type {kind!r} is not supported", "config.json", "qconvert converts linear and yarn RoPE scaling")
 
 
 def _write_vocab(w: GGUFWriter, vocab: GGUFVocab) -> None:
@@ -133,7 +124,7 @@ def _write_vocab(w: GGUFWriter, vocab: GGUFVocab) -> None:
 
 
 def _tensor_data(ckpt: SafetensorsCheckpoint, t: PlannedTensor) -> np.ndarray:
-    values = ckpt.load(t.hf_name)
+    values = t.values if t.hf_name is None else ckpt.load(t.hf_name)
     if t.permute_heads:
         values = permute_for_rope(values, t.permute_heads)
     if values.dtype != np.float32 and t.ggml_type != GGMLQuantizationType.F16:

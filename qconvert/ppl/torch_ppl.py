@@ -17,7 +17,12 @@ from qconvert.ppl.result import PplOptions, PplResult
 
 
 def _load(model_dir: Path):
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Long texts are tokenized whole on purpose (then chunked); keep transformers' chatter out of reports.
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from qconvert.convert.out_types import OutType
 from qconvert.llama_cpp import run_tool
 from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, convert, ppl_json
-from tests.variants import resave_as_llama
+from tests.variants import LLAMA3_ROPE, resave_as_llama
 
 SAMPLE = (
     "The quick brown fox, in 1984, jumped over 12345 lazy dogs!\n\n"
@@ -53,6 +53,13 @@ def test_llama_resave_perplexity_matches_torch(llama_tools, tmp_path, tied):
     """Proves the Q/K RoPE permutation (a wrong one wrecks the perplexity) and the tied-output path."""
     hf_dir = resave_as_llama(tmp_path / "llama", tied)
     gguf_path = convert(hf_dir, tmp_path / "llama.gguf", OutType.F16)
+    _assert_ppl_agrees(gguf_path, hf_dir)
+
+
+def test_llama3_rope_scaling_matches_torch(llama_tools, tmp_path):
+    """Llama 3 RoPE scaling travels as a rope_freqs tensor; wrong factors would move the perplexity."""
+    hf_dir = resave_as_llama(tmp_path / "llama3", tied=False, rope_scaling=LLAMA3_ROPE)
+    gguf_path = convert(hf_dir, tmp_path / "llama3.gguf", OutType.F16)
     _assert_ppl_agrees(gguf_path, hf_dir)
 
 
