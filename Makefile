@@ -7,7 +7,7 @@ FIXTURE := tests/fixtures/tiny-qwen2
 EVAL_TEXT := calibration/eval/heldout-en.txt
 DEMO_DIR := build/demo
 
-.PHONY: install llama-cpp demo test fixture clean
+.PHONY: install llama-cpp demo test bench asan-test fixture clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,20 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# qconvert's quantizer against llama-quantize on this machine: times, peak RSS and their ratios.
+bench: install
+	$(PY) scripts/bench_quantize.py
+
+# The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it.
+ASAN_DIR := build/asan
+asan-test: install
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
+		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
+	cp -r qconvert/*.py qconvert/*/ $(ASAN_DIR)/qconvert/
+	PYTHONPATH=$(ASAN_DIR) LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+		$(PY) -m pytest -q tests/native -p no:cacheprovider
 
 # Re-train the committed fixture model from the bundled text (minutes of CPU time).
 fixture: $(INSTALLED)

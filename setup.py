@@ -11,7 +11,10 @@ setup(
             "qconvert._native",
             sources=sources,
             include_dirs=[numpy.get_include(), "native"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            # No -march=native and no FMA contraction: llama.cpp compiles its reference quantizers
+            # (ggml-base) for the baseline ISA, and byte-identical output needs the same float ops.
+            extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_link_args=["-pthread"],
         )
     ]
 )

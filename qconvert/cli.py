@@ -42,16 +42,33 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The GGUF file to write.")
-@click.option("--type", "out_type", default="f16", show_default=True, help="Tensor type: f16, bf16 or f32.")
+@click.option("--type", "file_type", default="f16", show_default=True, help="llama.cpp file type: f16, bf16, f32, q8_0, q4_k_m, ... (an unknown one lists them all).")
+@click.option("--threads", type=int, default=None, help="Quantizer threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def gguf(model_dir: Path, out: Path, out_type: str, force: bool) -> None:
-    """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp."""
+def gguf(model_dir: Path, out: Path, file_type: str, threads: int | None, force: bool) -> None:
+    """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp, quantized or not."""
     from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
-    from qconvert.convert.out_types import parse_out_type
+    from qconvert.quant.file_types import parse_file_type
 
-    options = ConvertOptions(out_type=parse_out_type(out_type), force=force, progress=_progress())
+    options = ConvertOptions(file_type=parse_file_type(file_type), force=force, progress=_progress(), threads=threads)
     convert_hf_to_gguf(model_dir, out, options)
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.argument("file_type")
+@click.option("--threads", type=int, default=None, help="Quantizer threads (default: all cores).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def quantize(src: Path, dst: Path, file_type: str, threads: int | None, force: bool) -> None:
+    """Quantize the GGUF file SRC (f32/f16/bf16) to DST with FILE_TYPE (q4_k_m, q8_0, ...), like llama-quantize."""
+    from qconvert.quant.file_types import parse_file_type
+    from qconvert.quant.gguf_quantize import QuantizeOptions, quantize_gguf
+
+    options = QuantizeOptions(parse_file_type(file_type, "TYPE"), force=force, progress=_progress(), threads=threads)
+    quantize_gguf(src, dst, options)
+    click.echo(f"wrote {dst}")
 
 
 @main.command()

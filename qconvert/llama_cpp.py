@@ -16,9 +16,20 @@ BUILD_RECIPE = "r1"
 ENV_VAR = "QCONVERT_LLAMA_CPP"
 
 
+def _cache_root() -> Path:
+    return Path(os.environ.get("QCONVERT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qconvert")
+
+
 def cache_dir() -> Path:
-    base = os.environ.get("QCONVERT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qconvert"
-    return Path(base) / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{BUILD_RECIPE}" / "bin"
+    return _cache_root() / f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{BUILD_RECIPE}" / "bin"
+
+
+def llama_cpp_source() -> Path:
+    """The llama.cpp source tree unpacked by `make llama-cpp` (for its convert_hf_to_gguf.py)."""
+    src = _cache_root() / f"build-{LLAMA_CPP_PYTHON_VERSION}" / "src" / "vendor" / "llama.cpp"
+    if not (src / "convert_hf_to_gguf.py").is_file():
+        raise QConvertError("llama.cpp source not found", src, "run `make llama-cpp`")
+    return src
 
 
 def find_tool(name: str) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
-from qconvert.convert.out_types import OutType
+from qconvert.quant.file_types import FileType
 from qconvert.llama_cpp import find_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +52,8 @@ def gguf_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("gguf")
 
 
-def convert(model_dir: Path, out: Path, out_type: OutType = OutType.F16) -> Path:
-    return convert_hf_to_gguf(model_dir, out, ConvertOptions(out_type=out_type, progress=False))
+def convert(model_dir: Path, out: Path, out_type: FileType = FileType.F16) -> Path:
+    return convert_hf_to_gguf(model_dir, out, ConvertOptions(file_type=out_type, progress=False))
 
 
 @pytest.fixture(scope="session")

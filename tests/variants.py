@@ -13,7 +13,7 @@ from tests.conftest import FIXTURE
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def _copy_tokenizer(dst: Path) -> None:
+def copy_tokenizer(dst: Path) -> None:
     for name in TOKENIZER_FILES:
         shutil.copy(FIXTURE / name, dst / name)
 
@@ -63,7 +63,7 @@ def resave_as_llama(dst: Path, tied: bool, rope_scaling: dict | None = None) -> 
         llama.tie_weights()
     dst.mkdir(parents=True, exist_ok=True)
     llama.to(torch.float16).save_pretrained(dst)
-    _copy_tokenizer(dst)
+    copy_tokenizer(dst)
     return dst
 
 
@@ -71,5 +71,5 @@ def resave_sharded_bf16(dst: Path) -> Path:
     qwen = Qwen2ForCausalLM.from_pretrained(FIXTURE, dtype=torch.float32)
     dst.mkdir(parents=True, exist_ok=True)
     qwen.to(torch.bfloat16).save_pretrained(dst, max_shard_size="3MB")
-    _copy_tokenizer(dst)
+    copy_tokenizer(dst)
     return dst

@@ -1,26 +1,31 @@
-"""Stream a Hugging Face checkpoint into a GGUF file, one tensor in memory at a time.
+"""Stream a Hugging Face checkpoint into a GGUF file of any llama.cpp type, one slab of rows at a time.
 
-First every tensor is planned from the safetensors headers alone (name, shape, output type), so the
-GGUF header and tensor table can be written before any data; then each tensor is read, converted
-and written in turn. Peak memory is one tensor, not the model.
+Every tensor is first planned from the safetensors headers alone (GGUF name, shape, type by
+llama-quantize's rules), so the GGUF header and tensor table are written before any data; then
+each tensor is read in row slabs, converted or quantized, and appended. Peak memory is a slab, not
+the model, and no intermediate f16 file is written.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
-from tqdm import tqdm
 
 from qconvert.convert.arch import ArchSpec, arch_spec, gguf_tensor_name, permute_for_rope
-from qconvert.convert.out_types import OUT_TYPES, OutType, encode
 from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
+from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
 from qconvert.outputs import atomic_output, check_output_path
+from qconvert.quant.file_types import FILE_TYPES, FileType
+from qconvert.quant.kernels import default_threads
+from qconvert.quant.tensor_types import ModelShape, tensor_type
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +34,10 @@ QUANTIZATION_VERSION = 2  # general.quantization_version, as llama.cpp writes it
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    out_type: OutType = OutType.F16
+    file_type: FileType = FileType.F16
     force: bool = False
     progress: bool = True
-
-
-@dataclass(frozen=True, eq=False)
-class PlannedTensor:
-    hf_name: str | None  # None: a tensor computed here (`values`), not read from the checkpoint
-    gguf_name: str
-    shape: tuple[int, ...]  # numpy (row-major) shape, as in the checkpoint
-    ggml_type: GGMLQuantizationType
-    permute_heads: int = 0  # >0: apply the RoPE Q/K permutation with this many heads
-    values: np.ndarray | None = None
+    threads: int | None = None
 
 
 def _keeps_f32(gguf_name: str, shape: tuple[int, ...]) -> bool:
@@ -57,34 +53,58 @@ def _sort_key(gguf_name: str) -> tuple:
     return (0 if gguf_name.startswith(("rope_freqs", "token_embd")) else 2, 0, gguf_name)
 
 
-def plan_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig, spec: ArchSpec, out_type: OutType) -> list[PlannedTensor]:
-    weight_type = OUT_TYPES[out_type].tensor_type
-    plan = []
-    for hf_name, entry in ckpt.entries.items():
+def _constant_rows(values: np.ndarray, start: int, end: int) -> np.ndarray:
+    return values.reshape(-1, values.shape[-1])[start:end]
+
+
+def _row_reader(ckpt: SafetensorsCheckpoint, hf_name: str, shape: tuple[int, ...], heads: int) -> Callable[[int, int], np.ndarray]:
+    """Reads rows of a checkpoint tensor; with `heads`, in llama.cpp's RoPE order (Q/K of Llama)."""
+    if not heads:
+        return partial(ckpt.read_rows, hf_name)
+    order = permute_for_rope(np.arange(shape[0]), heads)
+    if len(shape) == 1:  # a bias is a single row: reorder its elements
+        return lambda start, end: ckpt.read_rows(hf_name, 0, 1)[:, order]
+    return partial(ckpt.read_rows, hf_name, row_order=order)
+
+
+def _named_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig) -> dict[str, str]:
+    """GGUF name → HF name of every checkpoint tensor that goes into the file."""
+    names = {}
+    for hf_name in ckpt.entries:
         name = gguf_tensor_name(hf_name)
         if name is None or (name == "output.weight" and config.tie_word_embeddings):
             continue  # tied: llama.cpp reuses token_embd as the output matrix
-        heads = 0
-        if spec.permute_qk:  # blk.N.attn_q.weight → attn_q
-            heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0)
-        ggml_type = GGMLQuantizationType.F32 if _keeps_f32(name, entry.shape) else weight_type
-        plan.append(PlannedTensor(hf_name, name, entry.shape, ggml_type, heads))
-    if config.rope_scaling and rope_kind(config.rope_scaling) == "llama3":
-        factors = llama3_rope_factors(config.rope_scaling, config.head_dim, config.rope_theta)
-        plan.append(PlannedTensor(None, "rope_freqs.weight", factors.shape, GGMLQuantizationType.F32, values=factors))
-    names = {t.gguf_name for t in plan}
+        names[name] = hf_name
     if "token_embd.weight" not in names:
         raise QConvertError("checkpoint has no model.embed_tokens.weight", "checkpoint", "is this a causal LM checkpoint?")
-    embd = next(t for t in plan if t.gguf_name == "token_embd.weight")
-    if embd.shape != (config.vocab_size, config.hidden_size):
+    embd = ckpt.entries[names["token_embd.weight"]].shape
+    if embd != (config.vocab_size, config.hidden_size):
         raise QConvertError(
-            f"embedding shape {embd.shape} does not match config.json (vocab_size {config.vocab_size}, hidden_size {config.hidden_size})",
+            f"embedding shape {embd} does not match config.json (vocab_size {config.vocab_size}, hidden_size {config.hidden_size})",
             "checkpoint",
         )
-    return sorted(plan, key=lambda t: _sort_key(t.gguf_name))
+    return names
 
 
-def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, out_type: OutType, name: str) -> None:
+def plan_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType) -> list[TensorSource]:
+    names = _named_tensors(ckpt, config)
+    model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names)
+    weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16
+    plan = []
+    for name, hf_name in names.items():
+        shape = ckpt.entries[hf_name].shape
+        # What convert_hf_to_gguf.py would store, then what llama-quantize makes of it.
+        stored = GGMLQuantizationType.F32 if _keeps_f32(name, shape) else weight_type
+        out_type = tensor_type(name, shape, stored, file_type, model)
+        heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0) if spec.permute_qk else 0
+        plan.append(TensorSource(name, shape, out_type, _row_reader(ckpt, hf_name, shape, heads)))
+    if config.rope_scaling and rope_kind(config.rope_scaling) == "llama3":
+        factors = llama3_rope_factors(config.rope_scaling, config.head_dim, config.rope_theta)
+        plan.append(TensorSource("rope_freqs.weight", factors.shape, GGMLQuantizationType.F32, partial(_constant_rows, factors)))
+    return sorted(plan, key=lambda t: _sort_key(t.name))
+
+
+def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, file_type: FileType, name: str) -> None:
     w.add_type("model")
     w.add_name(name)
     w.add_block_count(config.num_layers)
@@ -95,7 +115,7 @@ def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, out_type:
     w.add_head_count_kv(config.num_kv_heads)
     w.add_rope_freq_base(config.rope_theta)
     w.add_layer_norm_rms_eps(config.rms_norm_eps)
-    if config.head_dim != config.hidden_size // config.num_heads:
+    if "head_dim" in config.raw:  # stated in config.json: llama.cpp takes it as given
         w.add_key_length(config.head_dim)
         w.add_value_length(config.head_dim)
     if spec.write_vocab_size:
@@ -104,7 +124,7 @@ def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, out_type:
         w.add_rope_dimension_count(config.head_dim)
     if config.rope_scaling:
         write_rope_scaling(w, config.rope_scaling)
-    w.add_file_type(OUT_TYPES[out_type].file_type)
+    w.add_file_type(FILE_TYPES[file_type].ftype)
     w.add_quantization_version(QUANTIZATION_VERSION)
 
 
@@ -123,25 +143,6 @@ def _write_vocab(w: GGUFWriter, vocab: GGUFVocab) -> None:
         w.add_chat_template(vocab.chat_template)
 
 
-def _tensor_data(ckpt: SafetensorsCheckpoint, t: PlannedTensor) -> np.ndarray:
-    values = t.values if t.hf_name is None else ckpt.load(t.hf_name)
-    if t.permute_heads:
-        values = permute_for_rope(values, t.permute_heads)
-    if values.dtype != np.float32 and t.ggml_type != GGMLQuantizationType.F16:
-        values = values.astype(np.float32)
-    return encode(values, t.ggml_type)
-
-
-def _add_tensor_info(w: GGUFWriter, t: PlannedTensor) -> None:
-    n = int(np.prod(t.shape))
-    if t.ggml_type == GGMLQuantizationType.F32:
-        w.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float32), n * 4)
-    elif t.ggml_type == GGMLQuantizationType.F16:
-        w.add_tensor_info(t.gguf_name, t.shape, np.dtype(np.float16), n * 2)
-    else:  # BF16 travels as raw bytes: (rows, 2*cols) uint8
-        w.add_tensor_info(t.gguf_name, (*t.shape[:-1], t.shape[-1] * 2), np.dtype(np.uint8), n * 2, raw_dtype=t.ggml_type)
-
-
 def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions = ConvertOptions()) -> Path:
     """Convert the HF checkpoint in `model_dir` to the GGUF file `out_path`; returns `out_path`."""
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -150,21 +151,13 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions 
     spec = arch_spec(config.architecture, model_dir / "config.json")
     vocab = load_gguf_vocab(model_dir, config.vocab_size, config.raw)
     ckpt = SafetensorsCheckpoint.open(model_dir)
-    plan = plan_tensors(ckpt, config, spec, options.out_type)
+    plan = plan_tensors(ckpt, config, spec, options.file_type)
+
+    def add_metadata(w: GGUFWriter) -> None:
+        _write_hparams(w, config, spec, options.file_type, model_dir.name)
+        _write_vocab(w, vocab)
 
     with atomic_output(out_path, options.force) as tmp:
-        w = GGUFWriter(tmp, spec.gguf_arch)
-        try:
-            _write_hparams(w, config, spec, options.out_type, model_dir.name)
-            _write_vocab(w, vocab)
-            for t in plan:
-                _add_tensor_info(w, t)
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
-            for t in tqdm(plan, desc=f"writing {out_path.name}", unit="tensor", disable=not options.progress):
-                w.write_tensor_data(_tensor_data(ckpt, t))
-        finally:
-            w.close()
+        write_gguf(tmp, spec.gguf_arch, add_metadata, plan, options.threads or default_threads(), options.progress)
     log.info("wrote %s (%d tensors)", out_path, len(plan))
     return out_path

@@ -111,18 +111,26 @@ class SafetensorsCheckpoint:
                 raise QConvertError(f"tensor {missing[0]!r} is in the index but in no shard", index, "re-download the checkpoint")
         return cls(entries)
 
-    def load(self, name: str) -> np.ndarray:
-        """Read one tensor: float32 or float16 as stored; BF16 is widened to float32 (exactly)."""
+    def read_rows(self, name: str, start: int, end: int, row_order: np.ndarray | None = None) -> np.ndarray:
+        """Rows [start, end) of a tensor seen as (n_rows, row_len); with `row_order`, the rows
+        row_order[start:end] instead. float32 or float16 as stored; BF16 is widened to float32 (exactly).
+        Only those rows are read, through a short-lived memory map."""
         e = self.entries[name]
         stored, _ = _DTYPES[e.dtype]
+        row_len = e.shape[-1] if e.shape else 1
+        n_rows = int(np.prod(e.shape[:-1], dtype=np.int64)) if e.shape else 1
         try:
-            with open(e.file, "rb") as f:
-                f.seek(e.offset)
-                data = np.fromfile(f, dtype=stored, count=e.nbytes // stored.itemsize)
-        except OSError as exc:
-            raise QConvertError(f"cannot read tensor {name!r}: {exc.strerror or exc}", e.file) from exc
-        if data.size * stored.itemsize != e.nbytes:
-            raise QConvertError(f"tensor {name!r} is truncated", e.file, "re-download or re-save the checkpoint")
+            mm = np.memmap(e.file, dtype=stored, mode="r", offset=e.offset, shape=(n_rows, row_len))
+            rows = np.array(mm[start:end] if row_order is None else mm[row_order[start:end]])
+            del mm
+        except (OSError, ValueError) as exc:
+            raise QConvertError(f"cannot read tensor {name!r}: {exc}", e.file) from exc
         if e.dtype == "BF16":
-            data = (data.astype(np.uint32) << 16).view(np.float32)
-        return data.reshape(e.shape)
+            rows = (rows.astype(np.uint32) << 16).view(np.float32)
+        return rows
+
+    def load(self, name: str) -> np.ndarray:
+        """A whole tensor in its own shape (see read_rows)."""
+        e = self.entries[name]
+        n_rows = int(np.prod(e.shape[:-1], dtype=np.int64)) if e.shape else 1
+        return self.read_rows(name, 0, n_rows).reshape(e.shape)

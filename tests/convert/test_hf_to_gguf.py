@@ -7,7 +7,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 from safetensors.numpy import load_file
 
-from qconvert.convert.out_types import OutType
+from qconvert.quant.file_types import FileType
 from tests.conftest import FIXTURE, convert
 from tests.variants import resave_sharded_bf16
 
@@ -52,18 +52,18 @@ def _f32(t) -> np.ndarray:
     return np.asarray(t.data, dtype=np.float32).reshape(shape)
 
 
-@pytest.mark.parametrize("out_type", list(OutType))
+@pytest.mark.parametrize("out_type", [FileType.F32, FileType.F16, FileType.BF16])
 def test_every_tensor_is_written_from_its_source(gguf_dir, out_type):
     path = convert(FIXTURE, gguf_dir / f"check-{out_type.value}.gguf", out_type)
     tensors = _tensors(path)
     source = load_file(FIXTURE / "model.safetensors")
     assert set(tensors) == set(EXPECTED_NAMES.values())
-    weight_type = {OutType.F32: GGMLQuantizationType.F32, OutType.F16: GGMLQuantizationType.F16, OutType.BF16: GGMLQuantizationType.BF16}
+    weight_type = {FileType.F32: GGMLQuantizationType.F32, FileType.F16: GGMLQuantizationType.F16, FileType.BF16: GGMLQuantizationType.BF16}
     for hf_name, gguf_name in EXPECTED_NAMES.items():
         t, src = tensors[gguf_name], source[hf_name].astype(np.float32)
         one_d = src.ndim == 1
         assert t.tensor_type == (GGMLQuantizationType.F32 if one_d else weight_type[out_type]), gguf_name
-        expected = torch.from_numpy(src).to(torch.bfloat16).float().numpy() if (out_type == OutType.BF16 and not one_d) else src
+        expected = torch.from_numpy(src).to(torch.bfloat16).float().numpy() if (out_type == FileType.BF16 and not one_d) else src
         assert np.array_equal(_f32(t), expected), gguf_name
 
 
@@ -98,7 +98,7 @@ def test_metadata_says_what_llama_cpp_needs(fixture_f16, fixture_config):
 def test_sharded_bf16_checkpoint_streams_to_f16(tmp_path):
     src_dir = resave_sharded_bf16(tmp_path / "bf16")
     assert (src_dir / "model.safetensors.index.json").is_file()
-    path = convert(src_dir, tmp_path / "from-bf16.gguf", OutType.F16)
+    path = convert(src_dir, tmp_path / "from-bf16.gguf", FileType.F16)
     tensors = _tensors(path)
     reference = {}
     for shard in src_dir.glob("*.safetensors"):

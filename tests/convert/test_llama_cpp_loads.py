@@ -6,7 +6,7 @@ import ast
 import pytest
 from transformers import AutoTokenizer
 
-from qconvert.convert.out_types import OutType
+from qconvert.quant.file_types import FileType
 from qconvert.llama_cpp import run_tool
 from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, convert, ppl_json
 from tests.variants import LLAMA3_ROPE, resave_as_llama
@@ -52,18 +52,18 @@ def test_qwen2_f16_perplexity_matches_torch(llama_tools, fixture_f16):
 def test_llama_resave_perplexity_matches_torch(llama_tools, tmp_path, tied):
     """Proves the Q/K RoPE permutation (a wrong one wrecks the perplexity) and the tied-output path."""
     hf_dir = resave_as_llama(tmp_path / "llama", tied)
-    gguf_path = convert(hf_dir, tmp_path / "llama.gguf", OutType.F16)
+    gguf_path = convert(hf_dir, tmp_path / "llama.gguf", FileType.F16)
     _assert_ppl_agrees(gguf_path, hf_dir)
 
 
 def test_llama3_rope_scaling_matches_torch(llama_tools, tmp_path):
     """Llama 3 RoPE scaling travels as a rope_freqs tensor; wrong factors would move the perplexity."""
     hf_dir = resave_as_llama(tmp_path / "llama3", tied=False, rope_scaling=LLAMA3_ROPE)
-    gguf_path = convert(hf_dir, tmp_path / "llama3.gguf", OutType.F16)
+    gguf_path = convert(hf_dir, tmp_path / "llama3.gguf", FileType.F16)
     _assert_ppl_agrees(gguf_path, hf_dir)
 
 
-@pytest.mark.parametrize("out_type", [OutType.F32, OutType.BF16])
+@pytest.mark.parametrize("out_type", [FileType.F32, FileType.BF16])
 def test_other_float_types_run_in_llama_cpp(llama_tools, gguf_dir, fixture_f16, out_type):
     path = convert(FIXTURE, gguf_dir / f"run-{out_type.value}.gguf", out_type)
     result = ppl_json(path, "--text", EVAL_TEXT, "--chunks", 2, "--kld-base", fixture_f16)

@@ -1,0 +1,1 @@
+"""GGUF block quantization: the native kernels, the per-tensor type rules, and the file writer."""

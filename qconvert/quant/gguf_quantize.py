@@ -1,0 +1,112 @@
+"""GGUF → GGUF: quantize an f32/f16/bf16 GGUF file to any llama.cpp file type, like llama-quantize.
+
+Metadata is copied (file type and quantization version updated), each tensor's type is chosen
+by the same rules as llama-quantize, and data is read in row slabs straight from the file, so
+memory stays bounded by a slab.
+"""
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+
+from qconvert.errors import QConvertError
+from qconvert.gguf_stream import TensorSource, write_gguf
+from qconvert.outputs import atomic_output, check_output_path
+from qconvert.quant.file_types import FILE_TYPES, FileType
+from qconvert.quant.kernels import default_threads
+from qconvert.quant.tensor_types import ModelShape, tensor_type
+
+QUANTIZATION_VERSION = 2
+_SOURCE_DTYPES = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16, GGMLQuantizationType.BF16: np.uint16}
+_REPLACED_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    file_type: FileType
+    force: bool = False
+    progress: bool = True
+    threads: int | None = None
+
+
+def _read_rows(path: Path, offset: int, dtype: np.dtype, row_len: int, start: int, end: int) -> np.ndarray:
+    """Rows [start, end) of a tensor stored at `offset`, read (not mapped) so memory stays bounded."""
+    with open(path, "rb") as f:
+        f.seek(offset + start * row_len * dtype.itemsize)
+        rows = np.fromfile(f, dtype=dtype, count=(end - start) * row_len).reshape(end - start, row_len)
+    if dtype == np.uint16:  # BF16 bits → float32, exactly
+        rows = (rows.astype(np.uint32) << 16).view(np.float32)
+    return rows
+
+
+def _model_shape(reader: GGUFReader, path: Path, tensor_names: set[str]) -> ModelShape:
+    def field(key: str, default=None):
+        f = reader.fields.get(key)
+        if f is None:
+            if default is None:
+                raise QConvertError(f"GGUF lacks metadata key {key}", path, "is this a llama.cpp model file?")
+            return default
+        return f.contents()
+
+    arch = field("general.architecture")
+    n_head = int(field(f"{arch}.attention.head_count"))
+    return ModelShape(
+        arch=arch,
+        n_layer=int(field(f"{arch}.block_count")),
+        n_head=n_head,
+        n_head_kv=int(field(f"{arch}.attention.head_count_kv", n_head)),
+        tied_embeddings="output.weight" not in tensor_names,
+    )
+
+
+def _copy_metadata(reader: GGUFReader, w: GGUFWriter, file_type: FileType) -> None:
+    for name, f in reader.fields.items():
+        if name.startswith("GGUF.") or name in _REPLACED_KEYS:
+            continue
+        sub_type = f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(name, f.contents(), f.types[0], sub_type=sub_type)
+    w.add_file_type(FILE_TYPES[file_type].ftype)
+    w.add_quantization_version(QUANTIZATION_VERSION)
+
+
+def _open(path: Path) -> GGUFReader:
+    if not path.is_file():
+        raise QConvertError("no such GGUF file", path)
+    try:
+        return GGUFReader(path)
+    except (ValueError, OSError, KeyError) as exc:
+        raise QConvertError(f"not a readable GGUF file: {exc}", path, "give a GGUF written by qconvert gguf or convert_hf_to_gguf.py") from None
+
+
+def plan_quantize(reader: GGUFReader, path: Path, file_type: FileType) -> list[TensorSource]:
+    names = {t.name for t in reader.tensors}
+    model = _model_shape(reader, path, names)
+    plan = []
+    for t in reader.tensors:
+        if t.tensor_type not in _SOURCE_DTYPES:
+            raise QConvertError(
+                f"tensor {t.name} is already quantized ({t.tensor_type.name})",
+                path,
+                "requantizing loses quality; quantize from an f16, bf16 or f32 GGUF",
+            )
+        shape = tuple(int(d) for d in reversed(t.shape))  # GGUF ne order → numpy order
+        out_type = tensor_type(t.name, shape, t.tensor_type, file_type, model)
+        dtype = np.dtype(_SOURCE_DTYPES[t.tensor_type])
+        plan.append(TensorSource(t.name, shape, out_type, partial(_read_rows, path, int(t.data_offset), dtype, shape[-1])))
+    return plan
+
+
+def quantize_gguf(src: Path, dst: Path, options: QuantizeOptions) -> Path:
+    src, dst = Path(src), Path(dst)
+    check_output_path(dst, options.force)
+    if src.resolve() == dst.resolve():
+        raise QConvertError("input and output are the same file", dst, "write to a new file")
+    reader = _open(src)
+    plan = plan_quantize(reader, src, options.file_type)
+    arch = reader.fields["general.architecture"].contents()
+    with atomic_output(dst, options.force) as tmp:
+        write_gguf(tmp, arch, lambda w: _copy_metadata(reader, w, options.file_type), plan, options.threads or default_threads(), options.progress)
+    return dst

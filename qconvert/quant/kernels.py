@@ -1,0 +1,51 @@
+"""numpy-facing wrappers over the C block quantizers in qconvert._native."""
+
+import os
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from qconvert import _native
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def block_info(qtype: GGMLQuantizationType) -> tuple[str, int, int]:
+    """(name, elements per block, bytes per block) from the C type table."""
+    return _native.block_info(int(qtype))
+
+
+def quantize(rows: np.ndarray, qtype: GGMLQuantizationType, threads: int | None = None, importance: np.ndarray | None = None) -> np.ndarray:
+    """Quantize (n_rows, n_per_row) float32 rows into (n_rows, row_bytes) uint8 blocks.
+
+    Raises FloatingPointError naming the row and column of a NaN or Inf.
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.ndim == 1:
+        rows = rows[None, :]
+    n_rows, n_per_row = rows.shape
+    _, elems, nbytes = block_info(qtype)
+    out = np.empty((n_rows, n_per_row // elems * nbytes), dtype=np.uint8)
+    if importance is not None:
+        importance = np.ascontiguousarray(importance, dtype=np.float32)
+    _native.quantize_into(int(qtype), rows, n_rows, n_per_row, out, threads or default_threads(), importance)
+    return out
+
+
+def dequantize(data: np.ndarray, qtype: GGMLQuantizationType, n_per_row: int) -> np.ndarray:
+    """(n_rows, row_bytes) uint8 blocks → (n_rows, n_per_row) float32."""
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    n_values = data.size // block_info(qtype)[2] * block_info(qtype)[1]
+    out = np.empty(n_values, dtype=np.float32)
+    _native.dequantize_into(int(qtype), data, n_values, out)
+    return out.reshape(-1, n_per_row)
+
+
+def fp32_to_fp16_bits(values: np.ndarray) -> np.ndarray:
+    """The C side's fp32 → fp16 rounding, as uint16 bit patterns (for tests)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    out = np.empty(values.shape, dtype=np.uint16)
+    _native.fp32_to_fp16_into(values, out)
+    return out

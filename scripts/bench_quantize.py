@@ -1,0 +1,147 @@
+"""`make bench`: qconvert's GGUF quantizer against llama.cpp's, on the same machine, in the same run.
+
+1. A random-weight Llama-shaped fp16 checkpoint (~100M parameters by default) and its f16 GGUF.
+2. For every file type: `qconvert quantize` and `llama-quantize` on that f16 GGUF, same thread
+   count, several runs each; the best wall time and the peak RSS of each, and their ratios.
+3. The one-step route `qconvert gguf MODEL_DIR --type q4_k_m` against llama.cpp's two steps
+   (convert_hf_to_gguf.py --outtype f16, then llama-quantize), with a byte comparison of the data.
+
+    python scripts/bench_quantize.py [--runs 3] [--threads 2] [--hidden 1024 --layers 8] [--types q4_k_m,q8_0]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qconvert.llama_cpp import find_tool  # noqa: E402
+from qconvert.quant.file_types import FileType  # noqa: E402
+from tests.quant.gguf_compare import differences  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
+QCONVERT = [sys.executable, "-m", "qconvert"]
+
+
+def make_model(out: Path, hidden: int, layers: int, ffn: int, heads: int, kv_heads: int) -> Path:
+    """Random N(0, 0.02) fp16 weights in a LlamaForCausalLM layout, with the fixture's tokenizer."""
+    rng = np.random.default_rng(0)
+    vocab, head_dim = 4096, hidden // heads
+
+    def w(*shape):
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    tensors = {"model.embed_tokens.weight": w(vocab, hidden), "lm_head.weight": w(vocab, hidden), "model.norm.weight": np.ones(hidden, np.float16)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        tensors |= {
+            p + "input_layernorm.weight": np.ones(hidden, np.float16),
+            p + "post_attention_layernorm.weight": np.ones(hidden, np.float16),
+            p + "self_attn.q_proj.weight": w(heads * head_dim, hidden),
+            p + "self_attn.k_proj.weight": w(kv_heads * head_dim, hidden),
+            p + "self_attn.v_proj.weight": w(kv_heads * head_dim, hidden),
+            p + "self_attn.o_proj.weight": w(hidden, heads * head_dim),
+            p + "mlp.gate_proj.weight": w(ffn, hidden),
+            p + "mlp.up_proj.weight": w(ffn, hidden),
+            p + "mlp.down_proj.weight": w(hidden, ffn),
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, out / "model.safetensors")
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": ffn,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float16",
+        "eos_token_id": 3997,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(FIXTURE / name, out / name)
+    return out
+
+
+def timed(cmd: list, cwd: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one run of `cmd`."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def best_of(runs: int, make_cmd) -> tuple[float, float]:
+    results = [timed(make_cmd()) for _ in range(runs)]
+    return min(r[0] for r in results), max(r[1] for r in results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--ffn", type=int, default=2816)
+    ap.add_argument("--types", default=",".join(t.value for t in FileType if t not in (FileType.F32, FileType.F16, FileType.BF16)))
+    ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
+    args = ap.parse_args()
+
+    work = args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    model = make_model(work / "model", args.hidden, args.layers, args.ffn, heads=args.hidden // 64, kv_heads=max(1, args.hidden // 256))
+    f16 = work / "model-f16.gguf"
+    subprocess.run([*QCONVERT, "gguf", model, "-o", f16], check=True, stdout=subprocess.DEVNULL)
+    size_mb = f16.stat().st_size / 2**20
+    quantize = find_tool("llama-quantize")
+    t = str(args.threads)
+
+    print(f"\nmodel: random Llama, hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}; f16 GGUF {size_mb:.0f} MiB; threads {t}; best of {args.runs}")
+    print(f"\n| type | qconvert s | llama-quantize s | ratio | qconvert peak RSS MiB | llama-quantize peak RSS MiB | RSS ratio |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for name in args.types.split(","):
+        ours_out, theirs_out = work / f"ours-{name}.gguf", work / f"theirs-{name}.gguf"
+        ours = best_of(args.runs, lambda: [*QCONVERT, "quantize", f16, ours_out, name, "--threads", t, "--force"])
+        theirs = best_of(args.runs, lambda: [quantize, f16, theirs_out, name.upper(), t])
+        same = "" if not differences(ours_out, theirs_out) else "  (DATA DIFFERS)"
+        rows.append((name, ours, theirs))
+        print(f"| {name} | {ours[0]:.2f} | {theirs[0]:.2f} | {ours[0] / theirs[0]:.2f} | {ours[1]:.0f} | {theirs[1]:.0f} | {ours[1] / theirs[1]:.2f} |{same}")
+        ours_out.unlink()
+        theirs_out.unlink()
+
+    # One step (HF → q4_k_m) against llama.cpp's two steps.
+    one = work / "one-step-q4_k_m.gguf"
+    two_f16, two = work / "two-step-f16.gguf", work / "two-step-q4_k_m.gguf"
+    ours_s = best_of(args.runs, lambda: [*QCONVERT, "gguf", model, "--type", "q4_k_m", "-o", one, "--threads", t, "--force"])
+    convert_s = best_of(args.runs, lambda: [sys.executable, ROOT / "scripts" / "reference_convert.py", model, "--outtype", "f16", "--outfile", two_f16])
+    quant_s = best_of(args.runs, lambda: [quantize, two_f16, two, "Q4_K_M", t])
+    identical = not differences(one, two)
+    total = convert_s[0] + quant_s[0]
+    print(
+        f"\none step, HF → q4_k_m: qconvert gguf {ours_s[0]:.2f} s (peak {ours_s[1]:.0f} MiB) vs convert_hf_to_gguf.py {convert_s[0]:.2f} s "
+        f"(peak {convert_s[1]:.0f} MiB) + llama-quantize {quant_s[0]:.2f} s = {total:.2f} s; ratio {ours_s[0] / total:.2f}; "
+        f"tensor data {'byte-identical' if identical else 'DIFFERENT'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
