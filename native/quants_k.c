@@ -8,6 +8,10 @@
  * not contracting a*b+c into FMAs. Importance weights (the imatrix algorithms) are not implemented
  * yet: a non-NULL importance makes the quantizer return -1 and write nothing.
  * qc_dequantize_row_qN_k mirrors ggml's dequantize_row_qN_K, float order included.
+ *
+ * Speed comes from reordering independent work, never from reassociating floats: the per-group
+ * fits of a super-block run as lockstep lanes (group g in lane g), so that each lane's arithmetic is
+ * the reference's, and the compiler gets independent chains to vectorize.
  */
 #include <math.h>
 #include <string.h>
@@ -193,60 +197,87 @@ static inline float signed_absmax(int n, const float *x, float *amax) {
     float max = 0, a = 0;
     for (int i = 0; i < n; i++) {
         const float ax = fabsf(x[i]);
-        if (ax > a) {
-            a = ax;
-            max = x[i];
-        }
+        const int larger = ax > a; /* selects, not a branch: the winner is unpredictable */
+        max = larger ? x[i] : max;
+        a = larger ? ax : a;
     }
     *amax = a;
     return max;
 }
 
-/* Counterpart of make_q3_quants(16, 4, x, L, do_rmse=true): symmetric codes -4..3 (stored +4) for
- * 16 values, refined by coordinate descent on the x²-weighted least-squares scale. Returns the
- * scale. An all-zero group gets codes 0 (not 4), as in the reference. */
-static float fit_q3_group(const float *x, int8_t *L) {
-    enum { N = 16, NMAX = 4 };
-    float amax;
-    const float max = signed_absmax(N, x, &amax);
-    if (amax < QC_GROUP_EPS) {
-        memset(L, 0, N);
-        return 0.f;
+/* One coordinate-descent step of make_q3_quants on one value x (weight w = x², wx = w·x) whose
+ * code is *l (-4..3), in a group with sums *sumlx, *suml2: move the code to the one that the
+ * least-squares scale of the other values suggests, if that raises sumlx²/suml2. Returns 1 if the
+ * code moved. Written branch-free (everything computed, the verdict selects) so that the lockstep
+ * loop below vectorizes; the floats are the reference's. */
+static inline int q3_descent_step(float x, float w, float wx, float *l, float *sumlx, float *suml2) {
+    enum { NMAX = 4 };
+    const float old = *l;
+    float slx = *sumlx - wx * old;
+    float sl2 = *suml2 - w * old * old;
+    const float nl = (float)clamp_int(qc_nearest_int(x * sl2 / slx), -NMAX, NMAX - 1);
+    const int eligible = (slx > 0) & (nl != old); /* where the reference goes on */
+    slx += wx * nl;
+    sl2 += w * nl * nl;
+    const int take = eligible & (sl2 > 0) & (slx * slx * *suml2 > *sumlx * *sumlx * sl2);
+    *l = take ? nl : old;
+    *sumlx = take ? slx : *sumlx;
+    *suml2 = take ? sl2 : *suml2;
+    return take;
+}
+
+/* Counterpart of make_q3_quants(16, 4, x, L, do_rmse=true), for the 16 groups of 16 values of a
+ * super-block (lane g is group g, x + 16·g): symmetric codes -4..3 (stored +4) from
+ * iscale = -4/max, refined by up to 5 coordinate-descent passes on the x²-weighted least-squares
+ * scale, a group stopping after a pass that changed nothing. Writes the codes to L and the scales
+ * (sumlx/suml2) to scale[g]; a group whose largest |x| is below GROUP_MAX_EPS gets codes 0 (not 4)
+ * and scale 0, as in the reference.
+ *
+ * The setup and the first pass run all groups in lockstep (each lane doing the reference's float
+ * operations in its order); most groups stop there, and the few that changed something go on one
+ * by one. */
+static void fit_q3_groups(const float *x, int8_t *L, float *scale) {
+    enum { G = 16, N = 16, NMAX = 4 };
+    float xt[N][G], w[N][G], wx[N][G], lt[N][G];
+    float max[G], amax[G], sumlx[G], suml2[G], iscale[G];
+    int moved[G];
+    for (int g = 0; g < G; g++) {
+        max[g] = amax[g] = sumlx[g] = suml2[g] = 0;
+        moved[g] = 0;
+        for (int i = 0; i < N; i++) xt[i][g] = x[N * g + i];
     }
-    const float iscale = (float)-NMAX / max;
-    float w[N], wx[N];
-    float sumlx = 0, suml2 = 0;
     for (int i = 0; i < N; i++) {
-        const int l = clamp_int(qc_nearest_int(iscale * x[i]), -NMAX, NMAX - 1);
-        L[i] = (int8_t)l;
-        w[i] = x[i] * x[i];
-        wx[i] = w[i] * x[i];
-        sumlx += wx[i] * (float)l;
-        suml2 += w[i] * (float)l * (float)l;
-    }
-    for (int pass = 0; pass < 5; pass++) {
-        int changed = 0;
-        for (int i = 0; i < N; i++) {
-            float slx = sumlx - wx[i] * (float)L[i];
-            if (slx > 0) {
-                float sl2 = suml2 - w[i] * (float)L[i] * (float)L[i];
-                const int nl = clamp_int(qc_nearest_int(x[i] * sl2 / slx), -NMAX, NMAX - 1);
-                if (nl != L[i]) {
-                    slx += wx[i] * (float)nl;
-                    sl2 += w[i] * (float)nl * (float)nl;
-                    if (sl2 > 0 && slx * slx * suml2 >= sumlx * sumlx * sl2) {
-                        L[i] = (int8_t)nl;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        changed++;
-                    }
-                }
-            }
+        for (int g = 0; g < G; g++) {
+            const float ax = fabsf(xt[i][g]);
+            const int larger = ax > amax[g];
+            max[g] = larger ? xt[i][g] : max[g];
+            amax[g] = larger ? ax : amax[g];
         }
-        if (!changed) break;
     }
-    for (int i = 0; i < N; i++) L[i] += NMAX;
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+    for (int g = 0; g < G; g++) iscale[g] = (float)-NMAX / max[g];
+    for (int i = 0; i < N; i++) {
+        for (int g = 0; g < G; g++) {
+            const float l = (float)clamp_int(qc_nearest_int(iscale[g] * xt[i][g]), -NMAX, NMAX - 1);
+            lt[i][g] = l;
+            w[i][g] = xt[i][g] * xt[i][g];
+            wx[i][g] = w[i][g] * xt[i][g];
+            sumlx[g] += wx[i][g] * l;
+            suml2[g] += w[i][g] * l * l;
+        }
+    }
+    for (int i = 0; i < N; i++)
+        for (int g = 0; g < G; g++) moved[g] |= q3_descent_step(xt[i][g], w[i][g], wx[i][g], &lt[i][g], &sumlx[g], &suml2[g]);
+    for (int g = 0; g < G; g++) {
+        for (int pass = 1; pass < 5 && moved[g]; pass++) {
+            moved[g] = 0;
+            for (int i = 0; i < N; i++) moved[g] |= q3_descent_step(xt[i][g], w[i][g], wx[i][g], &lt[i][g], &sumlx[g], &suml2[g]);
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        const int zero = amax[g] < QC_GROUP_EPS;
+        for (int i = 0; i < N; i++) L[N * g + i] = zero ? 0 : (int8_t)(lt[i][g] + NMAX);
+        scale[g] = zero ? 0.f : (suml2[g] > 0.0f ? sumlx[g] / suml2[g] : 0.0f);
+    }
 }
 
 /* Counterpart of make_qx_quants(16, 32, x, L, rmse_type=1, NULL): symmetric codes -32..31 (stored
@@ -256,9 +287,8 @@ static float fit_q3_group(const float *x, int8_t *L) {
  * A candidate's codes and sums do not depend on the verdicts before it, so all 19 are computed
  * together (candidate-major inner loop: each candidate's sums still accumulate in element order,
  * so every float is the reference's), and then judged in the reference's order. */
-#define Q6_CANDIDATES 20 /* 19, plus one dummy so the candidate loop is a whole number of vectors */
 static float fit_q6_group(const float *x, int8_t *L) {
-    enum { N = 16, NMAX = 32, NC = Q6_CANDIDATES };
+    enum { N = 16, NMAX = 32, NC = 20 /* 19 candidates and a dummy: a whole number of vectors */ };
     float amax;
     const float max = signed_absmax(N, x, &amax);
     if (amax < QC_GROUP_EPS) {
@@ -414,8 +444,8 @@ static void quantize_block_q3_k(const float *x, q3_k_block *y) {
     int8_t L[QC_QK_K];
     float scales[16];
     float max_scale = 0, amax = 0;
+    fit_q3_groups(x, L, scales);
     for (int j = 0; j < 16; j++) {
-        scales[j] = fit_q3_group(x + 16 * j, L + 16 * j);
         const float a = fabsf(scales[j]);
         if (a > amax) {
             amax = a;
