@@ -27,12 +27,19 @@ install: $(INSTALLED) llama-cpp
 demo: install
 	mkdir -p $(DEMO_DIR)
 	$(VENV)/bin/qconvert gguf $(FIXTURE) --type f16 -o $(DEMO_DIR)/tiny-qwen2-f16.gguf --force
-	$(VENV)/bin/qconvert ppl $(DEMO_DIR)/tiny-qwen2-f16.gguf --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-gguf-f16.json
+	$(VENV)/bin/qconvert gguf $(FIXTURE) --type q4_k_m -o $(DEMO_DIR)/tiny-qwen2-q4_k_m.gguf --force
+	$(VENV)/bin/qconvert calib $(FIXTURE) -o $(DEMO_DIR)/calib.safetensors --force
 	$(VENV)/bin/qconvert ppl $(FIXTURE) --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-hf.json
+	$(VENV)/bin/qconvert ppl $(DEMO_DIR)/tiny-qwen2-f16.gguf --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-f16.json
+	$(VENV)/bin/qconvert ppl $(DEMO_DIR)/tiny-qwen2-q4_k_m.gguf --text $(EVAL_TEXT) --chunks 16 \
+		--kld-base $(DEMO_DIR)/tiny-qwen2-f16.gguf --json > $(DEMO_DIR)/ppl-q4_k_m.json
 	@echo
-	@echo "GGUF (f16):              $(DEMO_DIR)/tiny-qwen2-f16.gguf"
-	@echo "perplexity, llama.cpp:   $(DEMO_DIR)/ppl-gguf-f16.json  $$(cat $(DEMO_DIR)/ppl-gguf-f16.json)"
-	@echo "perplexity, torch (HF):  $(DEMO_DIR)/ppl-hf.json  $$(cat $(DEMO_DIR)/ppl-hf.json)"
+	@echo "GGUF f16:               $(DEMO_DIR)/tiny-qwen2-f16.gguf"
+	@echo "GGUF q4_k_m:            $(DEMO_DIR)/tiny-qwen2-q4_k_m.gguf"
+	@echo "calibration set:        $(DEMO_DIR)/calib.safetensors"
+	@echo "perplexity, HF (torch): $$(cat $(DEMO_DIR)/ppl-hf.json)"
+	@echo "perplexity, f16 GGUF:   $$(cat $(DEMO_DIR)/ppl-f16.json)"
+	@echo "perplexity, q4_k_m:     $$(cat $(DEMO_DIR)/ppl-q4_k_m.json)"
 
 test: install
 	$(PY) -m pytest -q

@@ -7,15 +7,20 @@
 #include <Python.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 
 #include "fp16.h"
 #include "quants.h"
 
 #define QC_MAX_THREADS 256
 
+/* fp16 → fp32 for every bit pattern: an fp16 source is widened row by row through this table. */
+static float f16_to_f32_table[1 << 16];
+
 typedef struct {
     const qc_type_traits *traits;
-    const float *src;
+    const void *src;
+    int src_f16; /* src holds fp16 bit patterns instead of float32 */
     uint8_t *dst;
     const float *importance;
     int64_t n_per_row;
@@ -27,19 +32,36 @@ typedef struct {
 
 static void *quantize_rows(void *arg) {
     job_t *job = (job_t *)arg;
+    float *widened = NULL;
+    if (job->src_f16 && job->row_begin < job->row_end) {
+        widened = malloc((size_t)job->n_per_row * sizeof(float));
+        if (!widened) {
+            job->status = -2;
+            return NULL;
+        }
+    }
     for (int64_t r = job->row_begin; r < job->row_end; r++) {
-        const float *row = job->src + r * job->n_per_row;
+        const float *row;
+        if (widened) {
+            const qc_half *h = (const qc_half *)job->src + r * job->n_per_row;
+            for (int64_t i = 0; i < job->n_per_row; i++) widened[i] = f16_to_f32_table[h[i]];
+            row = widened;
+        } else {
+            row = (const float *)job->src + r * job->n_per_row;
+        }
         for (int64_t i = 0; i < job->n_per_row; i++) {
             if (!isfinite(row[i])) {
                 job->bad_index = r * job->n_per_row + i;
-                return NULL;
+                goto out;
             }
         }
         if (job->traits->quantize_row(row, job->dst + (size_t)r * job->row_bytes, job->n_per_row, job->importance) != 0) {
             job->status = -1;
-            return NULL;
+            goto out;
         }
     }
+out:
+    free(widened);
     return NULL;
 }
 
@@ -57,14 +79,14 @@ static int check_buffer(Py_buffer *b, Py_ssize_t need, const char *what) {
     return 0;
 }
 
-/* quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None) */
+/* quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None, src_f16=False) */
 static PyObject *quantize_into(PyObject *self, PyObject *args) {
-    int type, threads;
+    int type, threads, src_f16 = 0;
     long long n_rows, n_per_row;
     Py_buffer src = {0}, dst = {0}, imp = {0};
     PyObject *imp_obj = Py_None;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iy*LLw*i|O", &type, &src, &n_rows, &n_per_row, &dst, &threads, &imp_obj)) return NULL;
+    if (!PyArg_ParseTuple(args, "iy*LLw*i|Op", &type, &src, &n_rows, &n_per_row, &dst, &threads, &imp_obj, &src_f16)) return NULL;
     PyObject *result = NULL;
     const qc_type_traits *t = traits_or_error(type);
     if (!t) goto done;
@@ -73,7 +95,7 @@ static PyObject *quantize_into(PyObject *self, PyObject *args) {
         goto done;
     }
     const size_t row_bytes = (size_t)(n_per_row / t->block_elems) * (size_t)t->block_bytes;
-    if (check_buffer(&src, (Py_ssize_t)(n_rows * n_per_row * 4), "source") || check_buffer(&dst, (Py_ssize_t)(n_rows * row_bytes), "destination")) goto done;
+    if (check_buffer(&src, (Py_ssize_t)(n_rows * n_per_row * (src_f16 ? 2 : 4)), "source") || check_buffer(&dst, (Py_ssize_t)(n_rows * row_bytes), "destination")) goto done;
     if (imp_obj != Py_None) {
         if (PyObject_GetBuffer(imp_obj, &imp, PyBUF_SIMPLE) != 0) goto done;
         if (check_buffer(&imp, (Py_ssize_t)(n_per_row * 4), "importance")) goto done;
@@ -86,7 +108,7 @@ static PyObject *quantize_into(PyObject *self, PyObject *args) {
     pthread_t tids[QC_MAX_THREADS];
     int started[QC_MAX_THREADS] = {0};
     for (int i = 0; i < threads; i++) {
-        jobs[i] = (job_t){t, (const float *)src.buf, (uint8_t *)dst.buf, imp.buf ? (const float *)imp.buf : NULL, n_per_row,
+        jobs[i] = (job_t){t, src.buf, src_f16, (uint8_t *)dst.buf, imp.buf ? (const float *)imp.buf : NULL, n_per_row,
                           n_rows * i / threads, n_rows * (i + 1) / threads, row_bytes, -1, 0};
     }
     Py_BEGIN_ALLOW_THREADS
@@ -102,6 +124,10 @@ static PyObject *quantize_into(PyObject *self, PyObject *args) {
         if (jobs[i].bad_index >= 0) {
             PyErr_Format(PyExc_FloatingPointError, "non-finite value at row %lld, column %lld",
                          (long long)(jobs[i].bad_index / n_per_row), (long long)(jobs[i].bad_index % n_per_row));
+            goto done;
+        }
+        if (jobs[i].status == -2) {
+            PyErr_NoMemory();
             goto done;
         }
         if (jobs[i].status != 0) {
@@ -175,7 +201,7 @@ static PyObject *abi_version(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"quantize_into", quantize_into, METH_VARARGS, "quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None)"},
+    {"quantize_into", quantize_into, METH_VARARGS, "quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None, src_f16=False)"},
     {"dequantize_into", dequantize_into, METH_VARARGS, "dequantize_into(type, src, n_values, dst)"},
     {"block_info", block_info, METH_VARARGS, "block_info(type) -> (name, block_elems, block_bytes)"},
     {"fp32_to_fp16_into", fp32_to_fp16_into, METH_VARARGS, "fp32_to_fp16_into(src, dst)"},
@@ -187,4 +213,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "qconvert._native", "qconvert's GGUF block quantizers.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) f16_to_f32_table[h] = qc_fp16_to_fp32((qc_half)h);
+    return PyModule_Create(&module);
+}

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from qconvert import __version__
+from qconvert.calib.click_options import source_options  # light: click and dataclasses only
+from qconvert.calib.options import CalibRequest
 from qconvert.errors import QConvertError
 
 EXIT_USER_ERROR = 2
@@ -69,6 +71,19 @@ def quantize(src: Path, dst: Path, file_type: str, threads: int | None, force: b
     options = QuantizeOptions(parse_file_type(file_type, "TYPE"), force=force, progress=_progress(), threads=threads)
     quantize_gguf(src, dst, options)
     click.echo(f"wrote {dst}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@source_options
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The calibration file to write (.safetensors).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def calib(model_dir: Path, calib_request: CalibRequest, out: Path, force: bool) -> None:
+    """Build a reproducible calibration set with MODEL_DIR's tokenizer, for GPTQ, AWQ and imatrix."""
+    from qconvert.calib.build import build_calibration_file
+
+    result = build_calibration_file(model_dir, out, calib_request, force=force, progress=_progress())
+    click.echo(f"wrote {out}: {result.summary()}")
 
 
 @main.command()

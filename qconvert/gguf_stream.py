@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, quants
-from tqdm import tqdm
 
 from qconvert.errors import QConvertError
 from qconvert.quant import kernels
@@ -55,7 +54,7 @@ def _slab_rows(t: TensorSource) -> int:
     return max(1, SLAB_VALUES // max(1, t.row_len))
 
 
-def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar: tqdm) -> None:
+def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
     fout = w.fout[0]  # the writer's open file: data is appended slab by slab, not tensor by tensor
     w.write_padding(fout, fout.tell())  # data offsets are aligned, as GGUFWriter writes them
     step = _slab_rows(t)
@@ -88,6 +87,8 @@ def write_gguf(
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         total = sum(t.n_rows * t.row_len for t in tensors)
+        from tqdm import tqdm  # here, not at the top: its import costs a noticeable part of a short run
+
         with tqdm(total=total, desc=f"writing {path.name}", unit="weight", unit_scale=True, disable=not progress) as bar:
             for t in tensors:
                 _write_tensor(w, t, threads, bar)

@@ -69,6 +69,10 @@ def describe(path: Path) -> list[str]:
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".gguf":
         return describe_gguf(path)
+    if path.is_file() and path.suffix.lower() == ".safetensors":
+        from qconvert.calib.describe import describe_calibration
+
+        return describe_calibration(path)
     if path.is_dir():
         return describe_hf(path)
-    raise QConvertError("nothing to inspect here", path, "give a .gguf file or a Hugging Face model folder")
+    raise QConvertError("nothing to inspect here", path, "give a .gguf file, a Hugging Face model folder or a calibration .safetensors")

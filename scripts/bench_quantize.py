@@ -11,7 +11,6 @@
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,12 +29,14 @@ from tests.quant.gguf_compare import differences  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
 QCONVERT = [sys.executable, "-m", "qconvert"]
+TIME = shutil.which("time") or "/usr/bin/time"  # GNU time (Debian package `time`)
 
 
-def make_model(out: Path, hidden: int, layers: int, ffn: int, heads: int, kv_heads: int) -> Path:
-    """Random N(0, 0.02) fp16 weights in a LlamaForCausalLM layout, with the fixture's tokenizer."""
+def make_model(out: Path, hidden: int, layers: int, ffn: int, heads: int, kv_heads: int, vocab: int) -> Path:
+    """Random N(0, 0.02) fp16 weights in a LlamaForCausalLM layout, with the fixture's tokenizer
+    (its 4,000 tokens padded to `vocab` embedding rows)."""
     rng = np.random.default_rng(0)
-    vocab, head_dim = 4096, hidden // heads
+    head_dim = hidden // heads
 
     def w(*shape):
         return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
@@ -78,15 +79,15 @@ def make_model(out: Path, hidden: int, layers: int, ffn: int, heads: int, kv_hea
     return out
 
 
-def timed(cmd: list, cwd: Path | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one run of `cmd`."""
+def timed(cmd: list) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one run of `cmd`, under GNU time: the RSS of a child
+    forked from this (large) Python process would count this process's pages too."""
     start = time.perf_counter()
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([TIME, "-f", "%M", *map(str, cmd)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr[-2000:]}")
+    return elapsed, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 def best_of(runs: int, make_cmd) -> tuple[float, float]:
@@ -98,24 +99,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    # Default: about 300M parameters (600 MiB of f16), the scale of the smallest real LLMs.
     ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--ffn", type=int, default=2816)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--ffn", type=int, default=4096)
+    ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--types", default=",".join(t.value for t in FileType if t not in (FileType.F32, FileType.F16, FileType.BF16)))
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
     args = ap.parse_args()
 
     work = args.workdir
     shutil.rmtree(work, ignore_errors=True)
-    model = make_model(work / "model", args.hidden, args.layers, args.ffn, heads=args.hidden // 64, kv_heads=max(1, args.hidden // 256))
+    model = make_model(work / "model", args.hidden, args.layers, args.ffn, heads=args.hidden // 64, kv_heads=max(1, args.hidden // 256), vocab=args.vocab)
     f16 = work / "model-f16.gguf"
     subprocess.run([*QCONVERT, "gguf", model, "-o", f16], check=True, stdout=subprocess.DEVNULL)
     size_mb = f16.stat().st_size / 2**20
     quantize = find_tool("llama-quantize")
     t = str(args.threads)
 
-    print(f"\nmodel: random Llama, hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}; f16 GGUF {size_mb:.0f} MiB; threads {t}; best of {args.runs}")
-    print(f"\n| type | qconvert s | llama-quantize s | ratio | qconvert peak RSS MiB | llama-quantize peak RSS MiB | RSS ratio |")
+    print(
+        f"\nmodel: random Llama, hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}, vocab {args.vocab}; "
+        f"f16 GGUF {size_mb:.0f} MiB; threads {t}; best of {args.runs} (time), max of {args.runs} (RSS)"
+    )
+    print("\n| type | qconvert s | llama-quantize s | ratio | qconvert peak RSS MiB | llama-quantize peak RSS MiB | RSS ratio |")
     print("|---|---|---|---|---|---|---|")
     rows = []
     for name in args.types.split(","):

@@ -10,9 +10,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFWriter
 
 from qconvert.errors import QConvertError
+from qconvert.gguf_read import GGUFHeader, read_gguf_header
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, FileType
@@ -42,14 +43,12 @@ def _read_rows(path: Path, offset: int, dtype: np.dtype, row_len: int, start: in
     return rows
 
 
-def _model_shape(reader: GGUFReader, path: Path, tensor_names: set[str]) -> ModelShape:
+def _model_shape(header: GGUFHeader, path: Path) -> ModelShape:
     def field(key: str, default=None):
-        f = reader.fields.get(key)
-        if f is None:
-            if default is None:
-                raise QConvertError(f"GGUF lacks metadata key {key}", path, "is this a llama.cpp model file?")
-            return default
-        return f.contents()
+        value = header.get(key, default)
+        if value is None:
+            raise QConvertError(f"GGUF lacks metadata key {key}", path, "is this a llama.cpp model file?")
+        return value
 
     arch = field("general.architecture")
     n_head = int(field(f"{arch}.attention.head_count"))
@@ -58,44 +57,31 @@ def _model_shape(reader: GGUFReader, path: Path, tensor_names: set[str]) -> Mode
         n_layer=int(field(f"{arch}.block_count")),
         n_head=n_head,
         n_head_kv=int(field(f"{arch}.attention.head_count_kv", n_head)),
-        tied_embeddings="output.weight" not in tensor_names,
+        tied_embeddings=all(t.name != "output.weight" for t in header.tensors),
     )
 
 
-def _copy_metadata(reader: GGUFReader, w: GGUFWriter, file_type: FileType) -> None:
-    for name, f in reader.fields.items():
-        if name.startswith("GGUF.") or name in _REPLACED_KEYS:
-            continue
-        sub_type = f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None
-        w.add_key_value(name, f.contents(), f.types[0], sub_type=sub_type)
+def _copy_metadata(header: GGUFHeader, w: GGUFWriter, file_type: FileType) -> None:
+    for name, kv in header.kv.items():
+        if name not in _REPLACED_KEYS:
+            w.add_key_value(name, kv.value, kv.type, sub_type=kv.sub_type)
     w.add_file_type(FILE_TYPES[file_type].ftype)
     w.add_quantization_version(QUANTIZATION_VERSION)
 
 
-def _open(path: Path) -> GGUFReader:
-    if not path.is_file():
-        raise QConvertError("no such GGUF file", path)
-    try:
-        return GGUFReader(path)
-    except (ValueError, OSError, KeyError) as exc:
-        raise QConvertError(f"not a readable GGUF file: {exc}", path, "give a GGUF written by qconvert gguf or convert_hf_to_gguf.py") from None
-
-
-def plan_quantize(reader: GGUFReader, path: Path, file_type: FileType) -> list[TensorSource]:
-    names = {t.name for t in reader.tensors}
-    model = _model_shape(reader, path, names)
+def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType) -> list[TensorSource]:
+    model = _model_shape(header, path)
     plan = []
-    for t in reader.tensors:
-        if t.tensor_type not in _SOURCE_DTYPES:
+    for t in header.tensors:
+        if t.type not in _SOURCE_DTYPES:
             raise QConvertError(
-                f"tensor {t.name} is already quantized ({t.tensor_type.name})",
+                f"tensor {t.name} is already quantized ({t.type.name})",
                 path,
                 "requantizing loses quality; quantize from an f16, bf16 or f32 GGUF",
             )
-        shape = tuple(int(d) for d in reversed(t.shape))  # GGUF ne order → numpy order
-        out_type = tensor_type(t.name, shape, t.tensor_type, file_type, model)
-        dtype = np.dtype(_SOURCE_DTYPES[t.tensor_type])
-        plan.append(TensorSource(t.name, shape, out_type, partial(_read_rows, path, int(t.data_offset), dtype, shape[-1])))
+        out_type = tensor_type(t.name, t.shape, t.type, file_type, model)
+        dtype = np.dtype(_SOURCE_DTYPES[t.type])
+        plan.append(TensorSource(t.name, t.shape, out_type, partial(_read_rows, path, t.offset, dtype, t.shape[-1])))
     return plan
 
 
@@ -104,9 +90,13 @@ def quantize_gguf(src: Path, dst: Path, options: QuantizeOptions) -> Path:
     check_output_path(dst, options.force)
     if src.resolve() == dst.resolve():
         raise QConvertError("input and output are the same file", dst, "write to a new file")
-    reader = _open(src)
-    plan = plan_quantize(reader, src, options.file_type)
-    arch = reader.fields["general.architecture"].contents()
+    if not src.is_file():
+        raise QConvertError("no such GGUF file", src)
+    header = read_gguf_header(src)
+    plan = plan_quantize(header, src, options.file_type)
     with atomic_output(dst, options.force) as tmp:
-        write_gguf(tmp, arch, lambda w: _copy_metadata(reader, w, options.file_type), plan, options.threads or default_threads(), options.progress)
+        write_gguf(
+            tmp, header.get("general.architecture"), lambda w: _copy_metadata(header, w, options.file_type), plan,
+            options.threads or default_threads(), options.progress,
+        )
     return dst

@@ -18,11 +18,13 @@ def block_info(qtype: GGMLQuantizationType) -> tuple[str, int, int]:
 
 
 def quantize(rows: np.ndarray, qtype: GGMLQuantizationType, threads: int | None = None, importance: np.ndarray | None = None) -> np.ndarray:
-    """Quantize (n_rows, n_per_row) float32 rows into (n_rows, row_bytes) uint8 blocks.
+    """Quantize (n_rows, n_per_row) float32 or float16 rows into (n_rows, row_bytes) uint8 blocks.
 
-    Raises FloatingPointError naming the row and column of a NaN or Inf.
+    float16 rows are widened inside the threads (exactly), not by numpy. Raises
+    FloatingPointError naming the row and column of a NaN or Inf.
     """
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    src_f16 = rows.dtype == np.float16
+    rows = np.ascontiguousarray(rows, dtype=np.float16 if src_f16 else np.float32)
     if rows.ndim == 1:
         rows = rows[None, :]
     n_rows, n_per_row = rows.shape
@@ -30,7 +32,7 @@ def quantize(rows: np.ndarray, qtype: GGMLQuantizationType, threads: int | None 
     out = np.empty((n_rows, n_per_row // elems * nbytes), dtype=np.uint8)
     if importance is not None:
         importance = np.ascontiguousarray(importance, dtype=np.float32)
-    _native.quantize_into(int(qtype), rows, n_rows, n_per_row, out, threads or default_threads(), importance)
+    _native.quantize_into(int(qtype), rows, n_rows, n_per_row, out, threads or default_threads(), importance, src_f16)
     return out
 
 

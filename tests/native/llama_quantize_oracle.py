@@ -5,9 +5,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 
 from qconvert.llama_cpp import find_tool
+from qconvert.quant import kernels
 
 # llama-quantize's type names for a pure (unmixed) file of each block type.
 PURE_FTYPE = {
@@ -56,3 +58,21 @@ def llama_quantize_rows(rows: np.ndarray, qtype: GGMLQuantizationType, workdir: 
     tensor = next(t for t in GGUFReader(dst).tensors if t.name == TENSOR)
     assert tensor.tensor_type == qtype, f"llama-quantize wrote {tensor.tensor_type.name}, not {qtype.name}"
     return tensor.data.tobytes()
+
+
+def assert_same_blocks(ours: bytes, ref: bytes, qtype: GGMLQuantizationType, n_per_row: int, what: str) -> None:
+    """Byte equality, reporting the first differing block (flat index, row, block in row) and both
+    blocks in hex."""
+    if ours == ref:
+        return
+    _, elems, nbytes = kernels.block_info(qtype)
+    assert len(ours) == len(ref), f"{what}: {len(ours)} bytes, llama-quantize wrote {len(ref)}"
+    a = np.frombuffer(ours, dtype=np.uint8).reshape(-1, nbytes)
+    b = np.frombuffer(ref, dtype=np.uint8).reshape(-1, nbytes)
+    bad = np.flatnonzero((a != b).any(axis=1))
+    i = int(bad[0])
+    per_row = n_per_row // elems
+    pytest.fail(
+        f"{what} {qtype.name}: {len(bad)} of {len(a)} blocks differ; first is block {i} "
+        f"(row {i // per_row}, block {i % per_row})\n ours: {a[i].tobytes().hex(' ')}\n  ref: {b[i].tobytes().hex(' ')}"
+    )

@@ -11,7 +11,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants as gguf_quants
 
 from qconvert.quant import kernels
-from tests.native.llama_quantize_oracle import llama_quantize_rows
+from tests.native.llama_quantize_oracle import assert_same_blocks, llama_quantize_rows
 
 K_TYPES = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
 QK_K = 256
@@ -187,24 +187,6 @@ CASES = {
 
 
 # ---- comparison --------------------------------------------------------------------------------
-
-
-def assert_same_blocks(ours: bytes, ref: bytes, qtype: T, n_per_row: int, what: str) -> None:
-    """Byte equality, reporting the first differing super-block (flat index, row, index in row)
-    and both blocks in hex."""
-    if ours == ref:
-        return
-    _, elems, nbytes = kernels.block_info(qtype)
-    assert len(ours) == len(ref), f"{what}: {len(ours)} bytes, llama-quantize wrote {len(ref)}"
-    a = np.frombuffer(ours, dtype=np.uint8).reshape(-1, nbytes)
-    b = np.frombuffer(ref, dtype=np.uint8).reshape(-1, nbytes)
-    bad = np.flatnonzero((a != b).any(axis=1))
-    i = int(bad[0])
-    per_row = n_per_row // elems
-    pytest.fail(
-        f"{what} {qtype.name}: {len(bad)} of {len(a)} super-blocks differ; first is super-block {i} "
-        f"(row {i // per_row}, super-block {i % per_row})\n ours: {a[i].tobytes().hex(' ')}\n  ref: {b[i].tobytes().hex(' ')}"
-    )
 
 
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)

@@ -10,7 +10,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants as gguf_quants
 
 from qconvert.quant import kernels
-from tests.native.llama_quantize_oracle import llama_quantize_rows
+from tests.native.llama_quantize_oracle import assert_same_blocks, llama_quantize_rows
 
 LEGACY = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
 QK = 32
@@ -146,23 +146,6 @@ CASES = {
 
 
 # ---- comparison --------------------------------------------------------------------------------
-
-
-def assert_same_blocks(ours: bytes, ref: bytes, qtype: T, n_per_row: int, what: str) -> None:
-    """Byte equality, reporting the first differing block (row, block in row) and both blocks."""
-    if ours == ref:
-        return
-    _, elems, nbytes = kernels.block_info(qtype)
-    assert len(ours) == len(ref), f"{what}: {len(ours)} bytes, llama-quantize wrote {len(ref)}"
-    a = np.frombuffer(ours, dtype=np.uint8).reshape(-1, nbytes)
-    b = np.frombuffer(ref, dtype=np.uint8).reshape(-1, nbytes)
-    bad = np.flatnonzero((a != b).any(axis=1))
-    i = int(bad[0])
-    per_row = n_per_row // elems
-    pytest.fail(
-        f"{what} {qtype.name}: {len(bad)} of {len(a)} blocks differ; first is block {i} "
-        f"(row {i // per_row}, block {i % per_row})\n ours: {a[i].tobytes().hex(' ')}\n  ref: {b[i].tobytes().hex(' ')}"
-    )
 
 
 @pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)

@@ -28,3 +28,15 @@ def differences(ours: Path, reference: Path) -> list[str]:
             sl = slice(first * block_bytes, (first + 1) * block_bytes)
             problems.append(f"{name} ({ta.tensor_type.name}): first differing block {first}: ours {da[sl].hex()} reference {db[sl].hex()}")
     return problems
+
+
+def metadata(path: Path, ignore: set[str] = frozenset()) -> dict:
+    return {k: f.contents() for k, f in GGUFReader(path).fields.items() if not k.startswith("GGUF.") and k not in ignore}
+
+
+def metadata_differences(ours: Path, reference: Path, ignore: set[str] = frozenset()) -> list[str]:
+    a, b = metadata(ours, ignore), metadata(reference, ignore)
+    problems = [f"key only in ours: {k}" for k in sorted(set(a) - set(b))]
+    problems += [f"key only in reference: {k}" for k in sorted(set(b) - set(a))]
+    problems += [f"{k}: {str(a[k])[:60]} != {str(b[k])[:60]}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    return problems

@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from qconvert.llama_cpp import find_tool
 from qconvert.quant.file_types import FileType
 from tests.conftest import FIXTURE, convert, run_cli
-from tests.quant.gguf_compare import differences
+from tests.quant.gguf_compare import differences, metadata_differences
 from tests.variants import copy_tokenizer
 
 ALL_TYPES = list(FileType)
@@ -53,6 +53,7 @@ def test_quantize_matches_llama_quantize(llama_tools, fixture_f16, odd_llama_f16
     result = run_cli("quantize", src, ours, file_type.value, "--threads", 2)
     assert result.rc == 0, result.stderr
     assert differences(ours, reference) == []
+    assert metadata_differences(ours, reference) == []
 
 
 @pytest.mark.parametrize("file_type", ALL_TYPES, ids=[t.value for t in ALL_TYPES])

@@ -1,7 +1,6 @@
 """Quantized files run in llama.cpp with the expected quality order; bad input is refused
 cleanly; an interrupted run leaves nothing behind."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -20,27 +19,31 @@ QUANTIZED = [t for t in FileType if t not in (FileType.F32, FileType.F16, FileTy
 
 
 @pytest.fixture(scope="module")
-def perplexities(llama_tools, fixture_f16, tmp_path_factory) -> dict[str, float]:
+def quality(llama_tools, fixture_f16, tmp_path_factory) -> dict[str, dict]:
+    """Perplexity and KL divergence from the f16 file, for every quantized type of the fixture."""
     d = tmp_path_factory.mktemp("ppl")
-    table = {"f16": ppl_json(fixture_f16, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS)["ppl"]}
+    table = {"f16": ppl_json(fixture_f16, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS)}
     for file_type in QUANTIZED:
         out = d / f"{file_type.value}.gguf"
         assert run_cli("quantize", fixture_f16, out, file_type.value).rc == 0
-        table[file_type.value] = ppl_json(out, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS)["ppl"]
-    print("\nperplexity of tiny-qwen2 by file type:", json.dumps(table, indent=1))
+        table[file_type.value] = ppl_json(out, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS, "--kld-base", fixture_f16)
+    print("\ntiny-qwen2 by file type (ppl, mean KLD vs f16):")
+    for name, r in table.items():
+        print(f"  {name:7s} {r['ppl']:9.4f} {r.get('kld_mean', 0.0):.6f}")
     return table
 
 
-def test_every_type_runs_and_q8_0_is_as_good_as_f16(perplexities):
-    assert abs(perplexities["q8_0"] - perplexities["f16"]) / perplexities["f16"] < 0.01
+def test_every_type_runs_and_q8_0_is_as_good_as_f16(quality):
+    assert abs(quality["q8_0"]["ppl"] - quality["f16"]["ppl"]) / quality["f16"]["ppl"] < 0.01
+    assert quality["q8_0"]["kld_mean"] < 1e-4
 
 
-def test_quality_follows_bits(perplexities):
-    p = perplexities
-    assert max(p.values()) == p["q2_k"]  # the fewest bits, the worst
-    assert p["q6_k"] < p["q4_k_m"] < p["q3_k_m"] < p["q2_k"]
-    assert p["q5_k_m"] < p["q3_k_s"]
-    assert all(v < p["f16"] * 1.5 for k, v in p.items() if k != "q2_k")
+def test_quality_follows_bits(quality):
+    kld = {name: r["kld_mean"] for name, r in quality.items() if name != "f16"}
+    assert max(kld, key=kld.get) == "q2_k"  # the fewest bits, the furthest from f16
+    assert kld["q8_0"] < kld["q6_k"] < kld["q5_k_m"] < kld["q4_k_m"] < kld["q3_k_m"] < kld["q2_k"]
+    assert kld["q5_0"] < kld["q4_0"] and kld["q5_1"] < kld["q4_1"]
+    assert max(quality, key=lambda name: quality[name]["ppl"]) == "q2_k"
 
 
 def _with_nan(tmp_path):
