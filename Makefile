@@ -51,12 +51,16 @@ bench: install
 # The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it.
 ASAN_DIR := build/asan
 asan-test: install
-	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tests
 	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
 		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cp -r qconvert/*.py qconvert/*/ $(ASAN_DIR)/qconvert/
-	PYTHONPATH=$(ASAN_DIR) LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-		$(PY) -m pytest -q tests/native -p no:cacheprovider
+	cp -r tests/__init__.py tests/conftest.py tests/native $(ASAN_DIR)/tests/
+	# Run from the copy, so that `qconvert` resolves to it and not to the editable install.
+	cd $(ASAN_DIR) && LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+		../../$(PY) -c "import qconvert._native as n, sys; sys.exit(0 if n.__file__.startswith('$(CURDIR)/$(ASAN_DIR)') else 'not the ASan build: ' + n.__file__)" && \
+		LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+		../../$(PY) -m pytest -q tests/native -p no:cacheprovider
 
 # Re-train the committed fixture model from the bundled text (minutes of CPU time).
 fixture: $(INSTALLED)
