@@ -76,3 +76,10 @@ def assert_same_blocks(ours: bytes, ref: bytes, qtype: GGMLQuantizationType, n_p
         f"{what} {qtype.name}: {len(bad)} of {len(a)} blocks differ; first is block {i} "
         f"(row {i // per_row}, block {i % per_row})\n ours: {a[i].tobytes().hex(' ')}\n  ref: {b[i].tobytes().hex(' ')}"
     )
+
+
+def assert_matches_llama_quantize(x: np.ndarray, qtype: GGMLQuantizationType, workdir: Path, what: str) -> None:
+    """Our quantization of the finite rows `x` equals llama-quantize's, block for block."""
+    assert np.isfinite(x).all()
+    ours = kernels.quantize(x, qtype, threads=2).tobytes()
+    assert_same_blocks(ours, llama_quantize_rows(x, qtype, workdir), qtype, x.shape[1], what)
