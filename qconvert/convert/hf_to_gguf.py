@@ -23,13 +23,12 @@ from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
 from qconvert.outputs import atomic_output, check_output_path
-from qconvert.quant.file_types import FILE_TYPES, FileType
+from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
 from qconvert.quant.kernels import default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
 log = logging.getLogger(__name__)
 
-QUANTIZATION_VERSION = 2  # general.quantization_version, as llama.cpp writes it
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from gguf import LlamaFileType as F
 from qconvert.errors import QConvertError
 
 
+QUANTIZATION_VERSION = 2  # general.quantization_version: ggml's GGML_QNT_VERSION
+
+
 class FileType(str, Enum):
     F32 = "f32"
     F16 = "f16"

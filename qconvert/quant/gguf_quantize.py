@@ -16,11 +16,10 @@ from qconvert.errors import QConvertError
 from qconvert.gguf_read import GGUFHeader, read_gguf_header
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.outputs import atomic_output, check_output_path
-from qconvert.quant.file_types import FILE_TYPES, FileType
+from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
 from qconvert.quant.kernels import default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
-QUANTIZATION_VERSION = 2
 _SOURCE_DTYPES = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16, GGMLQuantizationType.BF16: np.uint16}
 _REPLACED_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
 
