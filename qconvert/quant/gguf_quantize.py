@@ -70,6 +70,7 @@ def _copy_metadata(header: GGUFHeader, w: GGUFWriter, file_type: FileType) -> No
 
 def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType) -> list[TensorSource]:
     model = _model_shape(header, path)
+    size = path.stat().st_size
     plan = []
     for t in header.tensors:
         if t.type not in _SOURCE_DTYPES:
@@ -80,6 +81,8 @@ def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType) -> list[T
             )
         out_type = tensor_type(t.name, t.shape, t.type, file_type, model)
         dtype = np.dtype(_SOURCE_DTYPES[t.type])
+        if t.offset + int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize > size:
+            raise QConvertError(f"tensor {t.name} lies past the end of the file (truncated)", path, "re-convert or re-download it")
         plan.append(TensorSource(t.name, t.shape, out_type, partial(_read_rows, path, t.offset, dtype, t.shape[-1])))
     return plan
 

@@ -84,6 +84,14 @@ def test_already_quantized_input_is_refused(fixture_f16, tmp_path):
     assert not (tmp_path / "q2.gguf").exists()
 
 
+def test_truncated_gguf_is_a_clear_error(fixture_f16, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(fixture_f16.read_bytes()[:-100_000])
+    result = run_cli("quantize", cut, tmp_path / "q.gguf", "q8_0")
+    assert result.rc == 2 and len(result.stderr.strip().splitlines()) == 1 and "truncated" in result.stderr
+    assert not (tmp_path / "q.gguf").exists()
+
+
 def test_unknown_quantize_type_lists_the_valid_ones(fixture_f16, tmp_path):
     result = run_cli("quantize", fixture_f16, tmp_path / "x.gguf", "q4_k_x")
     assert result.rc == 2 and "q4_k_m" in result.stderr and "q2_k" in result.stderr
