@@ -234,21 +234,3 @@ def test_round_trip_error_orders_by_bits():
     order = [rmse[t.name] for t in (T.Q6_K, T.Q5_K, T.Q4_K, T.Q3_K, T.Q2_K)]
     assert order == sorted(order) and len(set(order)) == len(order), rmse
     assert rmse["Q6_K"] < 0.03 and rmse["Q2_K"] < 0.5, rmse  # sanity: it is a quantizer at all
-
-
-# ---- bindings ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
-def test_thread_count_does_not_change_output(qtype):
-    x = normal(13, 1024, seed=41)
-    one = kernels.quantize(x, qtype, threads=1)
-    for threads in (2, 5):
-        np.testing.assert_array_equal(kernels.quantize(x, qtype, threads=threads), one)
-
-
-@pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
-def test_importance_weights_not_implemented(qtype):
-    x = normal(2, 256)
-    with pytest.raises(NotImplementedError):
-        kernels.quantize(x, qtype, importance=np.ones(256, dtype=np.float32))

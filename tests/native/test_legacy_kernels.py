@@ -201,30 +201,3 @@ def test_round_trip_error_orders_by_bits():
     assert rmse[T.Q8_0] < min(rmse[T.Q5_0], rmse[T.Q5_1]), rmse
     assert max(rmse[T.Q5_0], rmse[T.Q5_1]) < min(rmse[T.Q4_0], rmse[T.Q4_1]), rmse
     assert rmse[T.Q4_0] < 0.15 and rmse[T.Q8_0] < 0.01, rmse  # sanity: it is a quantizer at all
-
-
-# ---- bindings ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
-def test_thread_count_does_not_change_output(qtype):
-    x = normal(13, 512, seed=41)
-    one = kernels.quantize(x, qtype, threads=1)
-    for threads in (2, 7):
-        np.testing.assert_array_equal(kernels.quantize(x, qtype, threads=threads), one)
-
-
-@pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
-def test_importance_weights_not_implemented(qtype):
-    x = normal(2, 256)
-    with pytest.raises(NotImplementedError):
-        kernels.quantize(x, qtype, importance=np.ones(256, dtype=np.float32))
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
-def test_non_finite_input_names_row_and_column(qtype, bad):
-    x = normal(5, 256)
-    x[3, 77] = bad
-    with pytest.raises(FloatingPointError, match=r"row 3, column 77"):
-        kernels.quantize(x, qtype, threads=2)
