@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qconvert.errors import QConvertError
+from qconvert.quant.kernels import bf16_bits_to_f32
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -23,7 +24,7 @@ _MAX_HEADER = 100 * 1024 * 1024
 _DTYPES = {
     "F32": (np.dtype("<f4"), 4),
     "F16": (np.dtype("<f2"), 2),
-    "BF16": (np.dtype("<u2"), 2),  # no numpy bf16: read the bits, widen to f32 in load()
+    "BF16": (np.dtype("<u2"), 2),  # no numpy bf16: read the bits, widen to f32 in read_rows()
 }
 
 
@@ -35,6 +36,13 @@ class TensorEntry:
     file: Path
     offset: int  # absolute byte offset of the data in `file`
     nbytes: int
+
+    @property
+    def rows_shape(self) -> tuple[int, int]:
+        """(n_rows, row_len): the tensor seen as rows of its last axis; a scalar is one row of one."""
+        if not self.shape:
+            return 1, 1
+        return int(np.prod(self.shape[:-1], dtype=np.int64)), self.shape[-1]
 
 
 def _read_header(path: Path) -> dict[str, TensorEntry]:
@@ -117,20 +125,17 @@ class SafetensorsCheckpoint:
         Only those rows are read, through a short-lived memory map."""
         e = self.entries[name]
         stored, _ = _DTYPES[e.dtype]
-        row_len = e.shape[-1] if e.shape else 1
-        n_rows = int(np.prod(e.shape[:-1], dtype=np.int64)) if e.shape else 1
         try:
-            mm = np.memmap(e.file, dtype=stored, mode="r", offset=e.offset, shape=(n_rows, row_len))
+            mm = np.memmap(e.file, dtype=stored, mode="r", offset=e.offset, shape=e.rows_shape)
             rows = np.array(mm[start:end] if row_order is None else mm[row_order[start:end]])
             del mm
         except (OSError, ValueError) as exc:
             raise QConvertError(f"cannot read tensor {name!r}: {exc}", e.file) from exc
         if e.dtype == "BF16":
-            rows = (rows.astype(np.uint32) << 16).view(np.float32)
+            rows = bf16_bits_to_f32(rows)
         return rows
 
     def load(self, name: str) -> np.ndarray:
         """A whole tensor in its own shape (see read_rows)."""
         e = self.entries[name]
-        n_rows = int(np.prod(e.shape[:-1], dtype=np.int64)) if e.shape else 1
-        return self.read_rows(name, 0, n_rows).reshape(e.shape)
+        return self.read_rows(name, 0, e.rows_shape[0]).reshape(e.shape)

@@ -17,7 +17,7 @@ from qconvert.gguf_read import GGUFHeader, read_gguf_header
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
-from qconvert.quant.kernels import default_threads
+from qconvert.quant.kernels import bf16_bits_to_f32, default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
 _SOURCE_DTYPES = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16, GGMLQuantizationType.BF16: np.uint16}
@@ -38,7 +38,7 @@ def _read_rows(path: Path, offset: int, dtype: np.dtype, row_len: int, start: in
         f.seek(offset + start * row_len * dtype.itemsize)
         rows = np.fromfile(f, dtype=dtype, count=(end - start) * row_len).reshape(end - start, row_len)
     if dtype == np.uint16:  # BF16 bits → float32, exactly
-        rows = (rows.astype(np.uint32) << 16).view(np.float32)
+        rows = bf16_bits_to_f32(rows)
     return rows
 
 

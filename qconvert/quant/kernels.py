@@ -39,7 +39,8 @@ def quantize(rows: np.ndarray, qtype: GGMLQuantizationType, threads: int | None 
 def dequantize(data: np.ndarray, qtype: GGMLQuantizationType, n_per_row: int) -> np.ndarray:
     """(n_rows, row_bytes) uint8 blocks → (n_rows, n_per_row) float32."""
     data = np.ascontiguousarray(data, dtype=np.uint8)
-    n_values = data.size // block_info(qtype)[2] * block_info(qtype)[1]
+    _, elems, nbytes = block_info(qtype)
+    n_values = data.size // nbytes * elems
     out = np.empty(n_values, dtype=np.float32)
     _native.dequantize_into(int(qtype), data, n_values, out)
     return out.reshape(-1, n_per_row)
@@ -51,3 +52,8 @@ def fp32_to_fp16_bits(values: np.ndarray) -> np.ndarray:
     out = np.empty(values.shape, dtype=np.uint16)
     _native.fp32_to_fp16_into(values, out)
     return out
+
+
+def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) → float32, exactly: bf16 is the top half of an fp32."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)

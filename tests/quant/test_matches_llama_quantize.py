@@ -64,3 +64,12 @@ def test_one_step_from_hf_matches_two_step_llama_cpp(llama_tools, fixture_f16, t
     result = run_cli("gguf", FIXTURE, "--type", file_type.value, "-o", ours)
     assert result.rc == 0, result.stderr
     assert differences(ours, reference) == []
+
+
+@pytest.mark.parametrize("file_type", [FileType.Q8_0, FileType.Q4_K_M], ids=lambda t: t.value)
+def test_bf16_gguf_input_matches_llama_quantize(llama_tools, tmp_path, file_type):
+    src = convert(FIXTURE, tmp_path / "bf16.gguf", FileType.BF16)
+    reference, ours = tmp_path / "reference.gguf", tmp_path / "ours.gguf"
+    llama_quantize(src, reference, file_type)
+    assert run_cli("quantize", src, ours, file_type.value).rc == 0
+    assert differences(ours, reference) == []
