@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from qconvert import __version__
-from qconvert.calib.click_options import source_options  # light: click and dataclasses only
-from qconvert.calib.options import CalibRequest
+from qconvert.calib.click_options import calibration_options, source_options  # light: click and dataclasses only
+from qconvert.calib.options import CalibInput, CalibRequest
 from qconvert.errors import QConvertError
 
 EXIT_USER_ERROR = 2
@@ -84,6 +84,33 @@ def calib(model_dir: Path, calib_request: CalibRequest, out: Path, force: bool) 
 
     result = build_calibration_file(model_dir, out, calib_request, force=force, progress=_progress())
     click.echo(f"wrote {out}: {result.summary()}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@calibration_options
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The GPTQ checkpoint folder to write.")
+@click.option("--bits", type=int, default=4, show_default=True, help="Bits per weight: 2, 3, 4 or 8.")
+@click.option("--group-size", type=int, default=128, show_default=True, help="Input columns per scale/zero group: 32, 64, 128, or -1 (one per output channel).")
+@click.option("--desc-act", is_flag=True, help="Act-order: quantize columns in order of decreasing Hessian diagonal.")
+@click.option("--static-groups", is_flag=True, help="Fix each group's grid before the solve (with --desc-act: groups stay contiguous).")
+@click.option("--sym/--asym", default=True, show_default=True, help="Symmetric grid (zero point in the middle) or asymmetric.")
+@click.option("--damp", type=float, default=0.01, show_default=True, help="Damping, as a fraction of the mean Hessian diagonal.")
+@click.option("--true-sequential/--no-true-sequential", default=True, show_default=True, help="Capture each sub-layer's inputs after the sub-layers before it are quantized.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
+@click.option("--max-shard-size", default="4GB", show_default=True, help="Largest safetensors shard.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def gptq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_size: int, desc_act: bool, static_groups: bool, sym: bool, damp: float, true_sequential: bool, device: str, threads: int | None, max_shard_size: str, force: bool) -> None:
+    """Quantize MODEL_DIR with GPTQ into a checkpoint that transformers and vLLM load."""
+    from qconvert.gptq.config import GPTQConfig
+    from qconvert.gptq.run import RunOptions, quantize_gptq
+    from qconvert.hf.shard_writer import parse_size
+
+    config = GPTQConfig(bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, static_groups=static_groups, damp_percent=damp, true_sequential=true_sequential)
+    options = RunOptions(device=device, threads=threads, max_shard_bytes=parse_size(max_shard_size), force=force, progress=_progress())
+    quantize_gptq(model_dir, out, calib_input, config, options)
+    click.echo(f"wrote {out}")
 
 
 @main.command()

@@ -5,6 +5,7 @@ removed, so a run never leaves a partial output behind.
 """
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,3 +39,37 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
         raise QConvertError(f"cannot write output: {exc.strerror or exc}", path, "check the path and free disk space") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(path: Path, force: bool) -> None:
+    """Fail early, before any work, if the output folder `path` cannot or may not be written."""
+    if path.exists() and not force:
+        raise QConvertError("output already exists", path, "pass --force to overwrite it")
+    if path.exists() and not path.is_dir():
+        raise QConvertError("output exists and is not a directory", path, "give a folder name")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise QConvertError("output directory's parent does not exist", parent, "create it first")
+    if not os.access(parent, os.W_OK):
+        raise QConvertError("output directory's parent is not writable", parent, "choose another output path")
+
+
+@contextmanager
+def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to fill; it replaces `path` only if the block completes."""
+    path = Path(path)
+    check_output_dir(path, force)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        yield tmp
+        if path.exists():  # --force: move the old output aside first, so a failed rename loses nothing
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise QConvertError(f"cannot write output: {exc.strerror or exc}", path, "check the path and free disk space") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,6 +1,8 @@
-"""Per-architecture knowledge as data: which HF architectures convert, and the tensor name map.
+"""Per-architecture knowledge as data: which HF architectures convert, the tensor name map, and the
+decoder block's linears as the layer-by-layer quantizers (GPTQ, AWQ, imatrix) see them.
 
-Qwen2 and Llama share llama.cpp's tensor names; they differ only in the flags of ArchSpec.
+Qwen2 and Llama share llama.cpp's tensor names and their decoder block; they differ only in the
+flags of ArchSpec.
 """
 
 import re
@@ -10,11 +12,40 @@ from qconvert.errors import QConvertError
 
 
 @dataclass(frozen=True)
+class DecoderBlock:
+    """The quantizable linears of one decoder layer, by their names inside the layer module.
+
+    `sequential` is the sub-layer order of GPTQ's true-sequential mode (AutoGPTQ's
+    inside_layer_modules): each group's inputs are captured after the groups before it are
+    quantized. Linears in one group read the same input, so they share one Hessian.
+    """
+
+    layers_path: str  # where the decoder layers sit in the HF module tree and the checkpoint
+    sequential: tuple[tuple[str, ...], ...]
+
+    @property
+    def linears(self) -> tuple[str, ...]:
+        return tuple(name for group in self.sequential for name in group)
+
+
+LLAMA_BLOCK = DecoderBlock(
+    layers_path="model.layers",
+    sequential=(
+        ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"),
+        ("self_attn.o_proj",),
+        ("mlp.up_proj", "mlp.gate_proj"),
+        ("mlp.down_proj",),
+    ),
+)
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     gguf_arch: str  # general.architecture in llama.cpp
     permute_qk: bool  # HF rotate-half RoPE → llama.cpp's interleaved (NORM) RoPE layout
     write_vocab_size: bool  # llama.cpp reads {arch}.vocab_size for llama
     write_rope_dims: bool  # {arch}.rope.dimension_count
+    block: DecoderBlock = LLAMA_BLOCK
 
 
 ARCHITECTURES = {

@@ -20,6 +20,7 @@ from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_sca
 from qconvert.errors import QConvertError
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.hf.config import ModelConfig
+from qconvert.hf.dequantized import DequantizedCheckpoint, open_checkpoint
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
 from qconvert.outputs import atomic_output, check_output_path
@@ -56,7 +57,7 @@ def _constant_rows(values: np.ndarray, start: int, end: int) -> np.ndarray:
     return values.reshape(-1, values.shape[-1])[start:end]
 
 
-def _row_reader(ckpt: SafetensorsCheckpoint, hf_name: str, shape: tuple[int, ...], heads: int) -> Callable[[int, int], np.ndarray]:
+def _row_reader(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, hf_name: str, shape: tuple[int, ...], heads: int) -> Callable[[int, int], np.ndarray]:
     """Reads rows of a checkpoint tensor; with `heads`, in llama.cpp's RoPE order (Q/K of Llama)."""
     if not heads:
         return partial(ckpt.read_rows, hf_name)
@@ -66,7 +67,7 @@ def _row_reader(ckpt: SafetensorsCheckpoint, hf_name: str, shape: tuple[int, ...
     return partial(ckpt.read_rows, hf_name, row_order=order)
 
 
-def _named_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig) -> dict[str, str]:
+def _named_tensors(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, config: ModelConfig) -> dict[str, str]:
     """GGUF name → HF name of every checkpoint tensor that goes into the file."""
     names = {}
     for hf_name in ckpt.entries:
@@ -85,7 +86,7 @@ def _named_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig) -> dict[str
     return names
 
 
-def plan_tensors(ckpt: SafetensorsCheckpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType) -> list[TensorSource]:
+def plan_tensors(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType) -> list[TensorSource]:
     names = _named_tensors(ckpt, config)
     model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names)
     weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16
@@ -149,7 +150,7 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions 
     config = ModelConfig.from_dir(model_dir)
     spec = arch_spec(config.architecture, model_dir / "config.json")
     vocab = load_gguf_vocab(model_dir, config.vocab_size, config.raw)
-    ckpt = SafetensorsCheckpoint.open(model_dir)
+    ckpt = open_checkpoint(model_dir, config.raw)  # a GPTQ checkpoint is read as the dense weights it encodes
     plan = plan_tensors(ckpt, config, spec, options.file_type)
 
     def add_metadata(w: GGUFWriter) -> None:

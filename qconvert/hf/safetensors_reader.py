@@ -25,13 +25,14 @@ _DTYPES = {
     "F32": (np.dtype("<f4"), 4),
     "F16": (np.dtype("<f2"), 2),
     "BF16": (np.dtype("<u2"), 2),  # no numpy bf16: read the bits, widen to f32 in read_rows()
+    "I32": (np.dtype("<i4"), 4),  # packed quantized weights (GPTQ, AWQ), read through hf/dequantized.py
 }
 
 
 @dataclass(frozen=True)
 class TensorEntry:
     name: str
-    dtype: str  # safetensors dtype name: F32, F16, BF16
+    dtype: str  # safetensors dtype name: F32, F16, BF16, I32
     shape: tuple[int, ...]
     file: Path
     offset: int  # absolute byte offset of the data in `file`
@@ -75,7 +76,7 @@ def _read_header(path: Path) -> dict[str, TensorEntry]:
             raise QConvertError(f"corrupt safetensors entry for tensor {name!r}", path) from exc
         if dtype not in _DTYPES:
             raise QConvertError(
-                f"tensor {name!r} has dtype {dtype}", path, "qconvert reads F32, F16 and BF16 checkpoints; dequantize it first"
+                f"tensor {name!r} has dtype {dtype}", path, "qconvert reads F32, F16 and BF16 checkpoints and GPTQ checkpoints"
             )
         nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1]
         if not (0 <= begin <= end <= data_size) or end - begin != nbytes:

@@ -18,7 +18,9 @@ from qconvert.ppl.result import PplOptions, PplResult
 
 def _load(model_dir: Path):
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from qconvert.loading import load
 
     # Long texts are tokenized whole on purpose (then chunked); keep transformers' chatter out of reports.
     transformers.logging.set_verbosity_error()
@@ -26,10 +28,9 @@ def _load(model_dir: Path):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise QConvertError(f"transformers cannot load the model: {exc}".splitlines()[0], model_dir) from exc
-    return tokenizer, model.eval()
+        raise QConvertError(f"transformers cannot load the tokenizer: {exc}".splitlines()[0], model_dir) from exc
+    return tokenizer, load(model_dir, torch.float32)  # GPTQ checkpoints are unpacked to dense weights
 
 
 def tokenize_text(tokenizer, text: str) -> list[int]:

@@ -1,0 +1,135 @@
+"""The GPTQ solve (Frantar et al. 2022; AutoGPTQ's `fasterquant`): quantize a weight matrix column by
+column, spreading each column's rounding error over the columns not yet quantized, weighted by the
+inverse Hessian of the layer's inputs. Pure tensor math; no modules, no I/O.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from qconvert.errors import QConvertError
+from qconvert.gptq.config import BLOCK_SIZE, GPTQConfig
+from qconvert.gptq.grid import dequantize, grid_params, quantize_levels
+
+log = logging.getLogger(__name__)
+
+DAMP_STEP = 0.01  # added to the damping fraction each time the Cholesky factorisation fails
+MAX_DAMP = 1.0
+
+
+@dataclass
+class GPTQResult:
+    """One weight matrix (out, in) on its grid: w_q = scales[:, g_idx] · (levels − zeros[:, g_idx])."""
+
+    levels: torch.Tensor  # (out, in) int32 in [0, maxq], columns in the original order
+    scales: torch.Tensor  # (out, n_groups) float32, exact fp16 values
+    zeros: torch.Tensor  # (out, n_groups) int32 in [1, maxq]
+    g_idx: torch.Tensor  # (in,) int32: the group of each input column
+    damp_percent: float  # the damping that worked
+
+    def dequantized(self) -> torch.Tensor:
+        g = self.g_idx.long()
+        return dequantize(self.levels.float(), self.scales[:, g], self.zeros[:, g].float())
+
+
+def inverse_hessian_factor(h: torch.Tensor, damp_percent: float, where: str) -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor of (H + λI)⁻¹ with λ = damp·mean(diag H); more damping while it fails."""
+    mean_diag = torch.mean(torch.diag(h))
+    damp = damp_percent
+    while damp <= MAX_DAMP:
+        damped = h.clone()
+        damped.diagonal().add_(damp * mean_diag)
+        lower, info = torch.linalg.cholesky_ex(damped)
+        if info == 0:
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            if info == 0:
+                if damp != damp_percent:
+                    log.warning("%s: Hessian not positive definite at damping %.2f; used %.2f", where, damp_percent, damp)
+                return upper, damp
+        damp = round(damp + DAMP_STEP, 6)
+    raise QConvertError(f"Hessian is not positive definite even with damping {MAX_DAMP}", where, "the calibration data may be degenerate; give more or other text")
+
+
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfig, where: str = "linear") -> GPTQResult:
+    """Quantize `weight` (out, in) given the Hessian (in, in) of its inputs.
+
+    Rows are independent given H, so linears that read the same input (q, k, v) can be solved in
+    one call on their concatenated rows with the same result.
+    """
+    w = weight.float().clone()  # (out, in)
+    h = hessian.float().clone()  # (in, in)
+    n_out, n_in = w.shape
+    gs = config.group_width(n_in)
+    maxq = config.maxq
+
+    dead = torch.diag(h) == 0  # inputs that were always zero: any weight works, take 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+
+    # Grids fixed before the solve: per channel (one group over all columns), or static groups
+    # from the unpermuted weights. Otherwise each group's grid comes from its error-updated columns.
+    fixed = None
+    if config.group_size == -1:
+        fixed = [grid_params(w, config.bits, config.sym)]
+    elif config.static_groups:
+        fixed = [grid_params(w[:, c : c + gs], config.bits, config.sym) for c in range(0, n_in, gs)]
+
+    perm = None
+    if config.desc_act:
+        perm = torch.argsort(torch.diag(h), descending=True)
+        w, h = w[:, perm], h[perm][:, perm]
+    hinv, damp = inverse_hessian_factor(h, config.damp_percent, where)
+    del h
+
+    levels = torch.zeros_like(w)
+    n_groups = config.n_groups(n_in)
+    scales = torch.zeros(n_out, n_groups, dtype=torch.float32, device=w.device)
+    zeros = torch.zeros_like(scales)
+    orig_col = perm.tolist() if perm is not None else range(n_in)
+    col_group = [0] * n_in  # the group of each processed column
+    scale = zero = None
+    group = 0
+    for i1 in range(0, n_in, BLOCK_SIZE):
+        i2 = min(i1 + BLOCK_SIZE, n_in)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if fixed is not None:
+                group = orig_col[col] // gs
+                scale, zero = fixed[group]
+            elif col % gs == 0:
+                group = col // gs  # the group's columns lie in this block: gs divides BLOCK_SIZE
+                scale, zero = grid_params(w1[:, i : i + gs], config.bits, config.sym)
+                scales[:, group], zeros[:, group] = scale, zero
+            col_group[col] = group
+            q = quantize_levels(w1[:, i], scale, zero, maxq)
+            levels[:, col] = q
+            err = (w1[:, i] - dequantize(q, scale, zero)) / hinv1[i, i]
+            w1[:, i:].addr_(err, hinv1[i, i:], alpha=-1)
+            err1[:, i] = err
+        w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1)
+    if fixed is not None:
+        scales = torch.stack([s for s, _ in fixed], dim=1)
+        zeros = torch.stack([z for _, z in fixed], dim=1)
+
+    g_idx = torch.empty(n_in, dtype=torch.int32, device=w.device)
+    g_idx[torch.as_tensor(list(orig_col), device=w.device)] = torch.tensor(col_group, dtype=torch.int32, device=w.device)
+    if perm is not None:
+        levels = levels[:, torch.argsort(perm)]
+    return GPTQResult(levels.int(), scales, zeros.int(), g_idx, damp)
+
+
+def round_to_nearest(weight: torch.Tensor, config: GPTQConfig) -> GPTQResult:
+    """The baseline GPTQ is measured against: each group rounded on the same grid, no error compensation."""
+    w = weight.float()
+    n_in = w.shape[1]
+    gs = config.group_width(n_in)
+    grids = [grid_params(w[:, c : c + gs], config.bits, config.sym) for c in range(0, n_in, gs)]
+    scales = torch.stack([s for s, _ in grids], dim=1)  # (out, n_groups)
+    zeros = torch.stack([z for _, z in grids], dim=1)
+    g_idx = (torch.arange(n_in, device=w.device) // gs).int()
+    levels = quantize_levels(w, scales[:, g_idx.long()], zeros[:, g_idx.long()], config.maxq)
+    return GPTQResult(levels.int(), scales, zeros.int(), g_idx, 0.0)

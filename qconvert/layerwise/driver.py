@@ -1,0 +1,108 @@
+"""One loop for every layer-wise algorithm: stream a decoder layer in, run the calibration activations
+through it with hooks on its linears, let the algorithm change the layer, compute the layer's outputs
+(the next layer's inputs), hand the layer's results on, stream it out.
+
+An algorithm captures its linears' inputs in stages. Within a stage every listed input group is
+observed in one forward pass, which stops as soon as the last one is seen; the algorithm then
+processes the stage's groups before the next stage runs. GPTQ's true-sequential mode is one stage
+per sub-layer group; AWQ and the importance matrix need one stage for the whole layer.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from qconvert.calib.store import CalibrationSet
+from qconvert.convert.arch import DecoderBlock
+from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
+
+log = logging.getLogger(__name__)
+
+Group = tuple[str, ...]  # linears of one layer that read the same input, named inside the layer
+BATCH_TOKENS = 8192  # calibration tokens per forward call: bounds the attention scratch memory
+
+
+class LayerAlgorithm(Protocol):
+    def stages(self, block: DecoderBlock) -> Sequence[Sequence[Group]]:
+        """The input groups to observe, stage by stage."""
+
+    def observe(self, layer_index: int, group: Group, x: torch.Tensor) -> None:
+        """The inputs of `group`'s linears for one batch: (tokens, in_features), padding left out."""
+
+    def process(self, layer_index: int, layer: nn.Module, group: Group) -> None:
+        """All calibration inputs of `group` have been observed: change the layer in place."""
+
+    def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
+        """The layer is done and its outputs computed; it is released after this returns."""
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32  # of the activations and of the layer while it runs
+    progress: bool = True
+    desc: str = "layers"
+
+
+def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpoint, calib: CalibrationSet, algorithm: LayerAlgorithm, options: DriverOptions) -> None:
+    skeleton = ModelSkeleton(model_dir, block, ckpt, options.device, options.dtype)
+    batch = max(1, BATCH_TOKENS // calib.seqlen)
+    inputs = skeleton.capture_inputs(calib.input_ids, calib.attention_mask, batch)
+    started = time.perf_counter()
+    bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
+    for index in bar:
+        layer = skeleton.load_layer(index)
+        with torch.inference_mode():
+            for stage in algorithm.stages(block):
+                _observe(layer, index, stage, inputs, algorithm)
+                for group in stage:
+                    algorithm.process(index, layer, group)
+            inputs.hidden = [_forward(layer, index, inputs, b) for b in range(len(inputs.hidden))]
+        algorithm.finish_layer(index, layer)
+        skeleton.release_layer(index)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix_str(f"{elapsed / (index + 1):.1f} s/layer")
+        log.info("layer %d done, %.1f s so far", index, elapsed)
+
+
+def _forward(layer: nn.Module, index: int, inputs: LayerInputs, b: int) -> torch.Tensor:
+    out = layer(inputs.hidden[b], **inputs.kwargs[b][index])
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _observe(layer: nn.Module, index: int, stage: Sequence[Group], inputs: LayerInputs, algorithm: LayerAlgorithm) -> None:
+    """One forward pass per batch with a hook on the first linear of each group; stops once all were seen."""
+    seen: set[Group] = set()
+    mask: torch.Tensor | None = None
+
+    def hook_for(group: Group) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            x = x.reshape(-1, x.shape[-1]) if bool(mask.all()) else x[mask]
+            algorithm.observe(index, group, x)
+            seen.add(group)
+            if len(seen) == len(stage):
+                raise StopForward
+
+        return hook
+
+    handles = [layer.get_submodule(group[0]).register_forward_pre_hook(hook_for(group)) for group in stage]
+    try:
+        for b in range(len(inputs.hidden)):
+            seen.clear()
+            mask = inputs.token_mask[b]
+            try:
+                _forward(layer, index, inputs, b)
+            except StopForward:
+                pass
+    finally:
+        for h in handles:
+            h.remove()

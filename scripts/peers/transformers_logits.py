@@ -1,0 +1,44 @@
+"""Logits of a GPTQ checkpoint loaded through plain transformers (GPTQModel's CPU kernels).
+
+Runs in .venv-gptqmodel (made by setup_peers.sh). Loads CKPT_DIR with
+`AutoModelForCausalLM.from_pretrained(path, device_map="cpu")` -- transformers dispatches
+GPTQ checkpoints to gptqmodel -- runs each list of token ids as one sequence, and writes the
+float32 logits to a safetensors file: `logits_0`, `logits_1`, ... of shape (len(ids), vocab).
+
+    python transformers_logits.py CKPT_DIR --ids-json '[[1,2,3],[4,5]]' --out logits.safetensors
+"""
+import argparse
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("ckpt")
+    p.add_argument("--ids-json", required=True, help="JSON list of lists of token ids")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(a.threads))
+    torch.set_num_threads(a.threads)
+    from transformers import AutoModelForCausalLM
+
+    ids = json.loads(a.ids_json)
+    if not ids or not all(isinstance(seq, list) and seq for seq in ids):
+        raise SystemExit("--ids-json must be a non-empty list of non-empty lists of token ids")
+    model = AutoModelForCausalLM.from_pretrained(a.ckpt, device_map="cpu").eval()
+    kinds = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
+    out = {}
+    with torch.inference_mode():
+        for i, seq in enumerate(ids):
+            out[f"logits_{i}"] = model(torch.tensor([seq])).logits[0].float().contiguous()
+    save_file(out, a.out, metadata={"ckpt": str(a.ckpt), "quant_linear": ",".join(kinds),
+                                    "dtype": str(model.dtype)})
+    print(f"wrote {a.out}: {len(out)} sequence(s); quantized layers: {', '.join(kinds) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
