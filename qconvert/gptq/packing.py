@@ -51,11 +51,19 @@ def pack_linear(result: GPTQResult, bits: int) -> dict[str, torch.Tensor]:
 
 
 def dequantize_linear(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, g_idx: torch.Tensor, bits: int, zero_offset: int = 1) -> torch.Tensor:
-    """The dense (out, in) float32 weight of a GPTQ linear: scales[g]·(q − (z[g] + 1)), g = g_idx[i].
+    """The dense (out, in) float32 weight of a GPTQ linear: scales[g]·(q − z[g]), g = g_idx[i].
 
-    zero_offset 1 is the v1 format (zero points stored minus one), 0 is GPTQModel's gptq_v2."""
+    zero_offset 1 is the v1 format, which stores zero − 1; 0 is GPTQModel's gptq_v2 (raw zeros).
+    At 2, 4 and 8 bits the one is added back word by word, with carries, as GPTQModel converts v1
+    to v2: that undoes GPTQModel's word-wise subtraction exactly, even where a zero point of 0
+    borrowed from its neighbour, and equals adding 1 per value everywhere else. 3-bit values
+    straddle words, so there it is added per value."""
     levels = unpack_rows(qweight.numpy().T, bits)  # (out, in)
-    zeros = unpack_rows(qzeros.numpy(), bits) + zero_offset  # (n_groups, out)
+    words = qzeros.numpy().view(np.uint32)
+    if zero_offset and bits != 3:
+        ones = pack_rows(np.full((1, PACK), zero_offset), bits).view(np.uint32)[0, 0]  # 0x11111111 at 4 bits
+        words = words + ones  # wraps modulo 2^32
+    zeros = unpack_rows(words.view(np.int32), bits) + (zero_offset if bits == 3 else 0)  # (n_groups, out)
     g = g_idx.long().numpy()
     s = scales.float().numpy()  # (n_groups, out)
     return torch.from_numpy(s[g].T * (levels - zeros[g].T).astype(np.float32))

@@ -1,20 +1,25 @@
-"""Writing a Hugging Face checkpoint's tensors as safetensors shards, as they are produced.
+"""Writing a Hugging Face checkpoint's tensors as safetensors shards, as they are produced, in
+bounded memory.
 
-Tensors are buffered until a shard is full, then written; at the end the shards are named
-model-0000k-of-0000n.safetensors with a model.safetensors.index.json (or model.safetensors alone
-when one shard holds everything), as transformers' save_pretrained does.
+Tensors are buffered up to PART_BYTES and then spilled to a part file in the output folder; at the
+end the parts are merged, by streaming copies of their data, into shards of at most
+`max_shard_bytes` named model-0000k-of-0000n.safetensors with a model.safetensors.index.json (or
+model.safetensors alone when one shard holds everything), as transformers' save_pretrained does.
 """
 
 import json
 import re
+import struct
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from qconvert.errors import QConvertError
-from qconvert.hf.safetensors_reader import INDEX_FILE, SINGLE_FILE
+from qconvert.hf.safetensors_reader import INDEX_FILE, SINGLE_FILE, TensorEntry, _read_header
 
+PART_BYTES = 64 * 2**20
+COPY_CHUNK = 16 * 2**20
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -26,40 +31,63 @@ def parse_size(text: str, where: str = "--max-shard-size") -> int:
 
 
 class ShardWriter:
-    def __init__(self, folder: Path, max_shard_bytes: int, metadata: dict[str, str] | None = None):
+    def __init__(self, folder: Path, max_shard_bytes: int):
         self.folder, self.max_shard_bytes = folder, max_shard_bytes
-        self.metadata = {"format": "pt", **(metadata or {})}
         self.pending: dict[str, torch.Tensor] = {}
         self.pending_bytes = 0
-        self.shards: list[tuple[Path, list[str]]] = []
-        self.total_bytes = 0
+        self.parts: list[Path] = []
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        nbytes = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + nbytes > self.max_shard_bytes:
-            self._flush()
         self.pending[name] = tensor.detach().cpu().contiguous()
-        self.pending_bytes += nbytes
-        self.total_bytes += nbytes
+        self.pending_bytes += tensor.numel() * tensor.element_size()
+        if self.pending_bytes >= PART_BYTES:
+            self._spill()
 
-    def _flush(self) -> None:
-        path = self.folder / f".shard-{len(self.shards):05d}.safetensors"
-        save_file(self.pending, str(path), metadata=self.metadata)
-        path.chmod(0o644)  # save_file makes it 0600
-        self.shards.append((path, sorted(self.pending)))
+    def _spill(self) -> None:
+        path = self.folder / f".part-{len(self.parts):05d}.safetensors"
+        save_file(self.pending, str(path))
+        self.parts.append(path)
         self.pending, self.pending_bytes = {}, 0
 
     def close(self) -> None:
-        if self.pending or not self.shards:
-            self._flush()
-        if len(self.shards) == 1:
-            self.shards[0][0].rename(self.folder / SINGLE_FILE)
-            return
-        weight_map = {}
-        n = len(self.shards)
-        for k, (path, names) in enumerate(self.shards, start=1):
-            final = f"model-{k:05d}-of-{n:05d}.safetensors"
-            path.rename(self.folder / final)
-            weight_map.update(dict.fromkeys(names, final))
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        if self.pending or not self.parts:
+            self._spill()
+        entries = [e for part in self.parts for e in _read_header(part).values()]
+        shards: list[list[TensorEntry]] = [[]]
+        size = 0
+        for e in entries:  # in the order they were added
+            if shards[-1] and size + e.nbytes > self.max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append(e)
+            size += e.nbytes
+        names = [SINGLE_FILE] if len(shards) == 1 else [f"model-{k:05d}-of-{len(shards):05d}.safetensors" for k in range(1, len(shards) + 1)]
+        for name, shard in zip(names, shards):
+            _write_shard(self.folder / name, shard)
+        for part in self.parts:
+            part.unlink()
+        if len(shards) > 1:
+            weight_map = {e.name: name for name, shard in zip(names, shards) for e in shard}
+            index = {"metadata": {"total_size": sum(e.nbytes for e in entries)}, "weight_map": dict(sorted(weight_map.items()))}
+            (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _write_shard(path: Path, entries: list[TensorEntry]) -> None:
+    """A safetensors file holding `entries`, their bytes copied from the part files in chunks."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for e in entries:
+        header[e.name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(raw)) + raw)
+        for e in entries:
+            with open(e.file, "rb") as src:
+                src.seek(e.offset)
+                left = e.nbytes
+                while left:
+                    chunk = src.read(min(left, COPY_CHUNK))
+                    out.write(chunk)
+                    left -= len(chunk)

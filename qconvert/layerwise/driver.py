@@ -22,6 +22,7 @@ from tqdm import tqdm
 from qconvert.calib.store import CalibrationSet
 from qconvert.convert.arch import DecoderBlock
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.layerwise.heap import map_large_blocks, return_freed_memory
 from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class DriverOptions:
 
 
 def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpoint, calib: CalibrationSet, algorithm: LayerAlgorithm, options: DriverOptions) -> None:
+    map_large_blocks()
     skeleton = ModelSkeleton(model_dir, block, ckpt, options.device, options.dtype)
     batch = max(1, BATCH_TOKENS // calib.seqlen)
     inputs = skeleton.capture_inputs(calib.input_ids, calib.attention_mask, batch)
@@ -68,6 +70,7 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
             inputs.hidden = [_forward(layer, index, inputs, b) for b in range(len(inputs.hidden))]
         algorithm.finish_layer(index, layer)
         skeleton.release_layer(index)
+        return_freed_memory()
         elapsed = time.perf_counter() - started
         bar.set_postfix_str(f"{elapsed / (index + 1):.1f} s/layer")
         log.info("layer %d done, %.1f s so far", index, elapsed)

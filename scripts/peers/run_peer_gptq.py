@@ -11,8 +11,11 @@ exactly the tokens of a qconvert calibration file (safetensors, int64 `input_ids
                dequantized weights, so plain transformers can measure its perplexity;
   --json       tool, version, settings, seconds, seconds per layer, peak RSS, checks, notes.
 
-A quantization the peer refuses (e.g. a group size that does not divide the width) is
-reported as {"error": ...} in the JSON, with exit code 2, not as a traceback.
+A quantization the peer refuses (e.g. llm-compressor with a group size that does not divide
+the width) is reported as {"error": ...} in the JSON and exit code 2 (traceback on stderr).
+Timings need an otherwise idle machine, or OMP_WAIT_POLICY=PASSIVE in the environment (for
+every tool compared): with one other busy process on 2 cores, llm-compressor at --threads 2
+ran 10-15x slower (OpenMP spin-waiting), and PASSIVE brought it back to its idle time.
 
     python run_peer_gptq.py --tool gptqmodel --model M --calib C.safetensors --bits 4 \
         --group-size 64 --sym --damp 0.01 --threads 2 --out O --dense-out D --json R.json
@@ -24,6 +27,7 @@ import resource
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -66,7 +70,11 @@ def peak_rss_mib():
 
 def original_tensors(model_dir):
     """The model's own tensors (single or sharded safetensors), as float32 where floating."""
-    files = sorted(model_dir.glob("*.safetensors"))
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted({model_dir / f for f in json.loads(index.read_text())["weight_map"].values()})
+    else:
+        files = [model_dir / "model.safetensors"]
     out = {}
     for f in files:
         for k, v in load_file(str(f)).items():
@@ -141,8 +149,11 @@ def run_gptqmodel(a, calib, dtype):
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(a.threads))
     import gptqmodel
     from gptqmodel import GPTQModel, QuantizeConfig
+    from gptqmodel.looper import loop_processor
     from gptqmodel.utils.cpp import load_pack_block_extension
 
+    # GPTQModel writes per-run logs to ./logs (the current directory); keep them with --out.
+    loop_processor._PROJECT_LOG_DIR = a.out / "logs"
     # Build/load the JIT packing extension (~30 s the first time) outside the timed call.
     packer = load_pack_block_extension() is not None
 
@@ -168,7 +179,13 @@ def run_gptqmodel(a, calib, dtype):
         solve[int(layer)] = solve.get(int(layer), 0.0) + float(t)
         if float(damp) != a.damp:
             settings.setdefault("damp_raised", []).append(f"layer {layer} {_module}: {damp}")
-    extra = {"solve_seconds_per_layer": [round(solve[k], 3) for k in sorted(solve)]}
+    extra = {"solve_seconds_per_layer": [round(solve[k], 3) for k in sorted(solve)],
+             "notes": ["act_group_aware (GAR) turned off to match plain GPTQ; GPTQModel's default "
+                       "is on", "GPTQModel's own CPU default dtype is bfloat16 (--dtype auto)",
+                       "a failed Cholesky is retried with damp raised by damp_auto_increment",
+                       "the timed call includes packing; the JIT packing extension is preloaded",
+                       "seconds_per_layer = seconds_total / n_layers; solve_seconds_per_layer "
+                       "sums GPTQModel's per-module times (quant_log.csv)"]}
     return gptqmodel.__version__, seconds, settings, weights, g_idxs, extra
 
 
@@ -223,7 +240,14 @@ def run_llmcompressor(a, calib, dtype):
     if recipe._rtn_fallback_module_names:
         settings["rtn_fallback_modules"] = list(recipe._rtn_fallback_module_names)
     starts = [t0] + ends[:-1]
-    extra = {"solve_seconds_per_layer": [round(s, 3) for s in solve],
+    notes = ["scale/zero of each group come from a min-max observer on the original weights "
+             "before GPTQ runs (like static_groups), not from the error-updated weights",
+             "all Linears of a layer are calibrated from one forward (not true-sequential); "
+             "outputs of quantized layers feed the next layer",
+             "the Hessian counts every position, attention_mask is not applied to it",
+             "--desc-act maps to actorder='weight' (group 'dynamic' ordering is deprecated)",
+             "seconds_per_layer = seconds_total / n_layers"]
+    extra = {"notes": notes, "solve_seconds_per_layer": [round(s, 3) for s in solve],
              # wall time from the previous layer's end (the first includes oneshot's set-up)
              "layer_wall_seconds": [round(e - s, 3) for s, e in zip(starts, ends)]}
     return llmcompressor.__version__, seconds, settings, weights, g_idxs, extra
@@ -245,6 +269,7 @@ def main():
     try:
         version, seconds, settings, weights, g_idxs, extra = runner(a, calib, dtype)
     except Exception as e:  # the peer refused these settings or failed: report, don't crash
+        traceback.print_exc()
         result.update(error=f"{type(e).__name__}: {e}", peak_rss_mib=peak_rss_mib())
         a.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{a.tool} failed: {result['error']}", file=sys.stderr)

@@ -8,7 +8,8 @@
 # torch==2.13.0. Its JIT CPU extensions are then built once (~30 s and ~100 s on 2 cores, cached
 # in ~/.cache/gptqmodel) so that no later timing includes a compile.
 # Idempotent: a stamp file in each venv records what was installed; a second run does nothing.
-# Does not touch the main .venv. Usage: bash scripts/peers/setup_peers.sh  (PYTHON=... to choose)
+# Does not touch the main .venv. About 5 minutes on 2 cores from the local package mirror.
+# Usage: bash scripts/peers/setup_peers.sh  (PYTHON=... picks the interpreter, default python3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -38,6 +39,7 @@ import importlib.metadata as m
 for r in m.requires("gptqmodel"):
     if "extra ==" not in r and not r.startswith("torch>"):
         print(r)' > .venv-gptqmodel/gptqmodel-requirements.txt
+    # pip then prints "ERROR: ... gptqmodel 7.7.0 requires torch>=2.14.1": expected, exit code 0.
     $pip install --quiet "$TORCH" $GPTQMODEL_PINS -r .venv-gptqmodel/gptqmodel-requirements.txt
     .venv-gptqmodel/bin/python -c '
 from gptqmodel import extension

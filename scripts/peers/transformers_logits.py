@@ -5,7 +5,8 @@ Runs in .venv-gptqmodel (made by setup_peers.sh). Loads CKPT_DIR with
 GPTQ checkpoints to gptqmodel -- runs each list of token ids as one sequence, and writes the
 float32 logits to a safetensors file: `logits_0`, `logits_1`, ... of shape (len(ids), vocab).
 
-    python transformers_logits.py CKPT_DIR --ids-json '[[1,2,3],[4,5]]' --out logits.safetensors
+    python transformers_logits.py CKPT_DIR --ids-json '[[1,2,3],[4,5]]' --out logits.safetensors \
+        [--backend auto|gptq_torch|...]
 """
 import argparse
 import json
@@ -21,15 +22,21 @@ def main():
     p.add_argument("--ids-json", required=True, help="JSON list of lists of token ids")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="auto",
+                   help="gptqmodel kernel, e.g. gptq_torch (the auto-selected CPU AVX512 kernel "
+                        "refuses a width that is not a multiple of the group size)")
     a = p.parse_args()
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(a.threads))
     torch.set_num_threads(a.threads)
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GPTQConfig
 
     ids = json.loads(a.ids_json)
     if not ids or not all(isinstance(seq, list) and seq for seq in ids):
         raise SystemExit("--ids-json must be a non-empty list of non-empty lists of token ids")
-    model = AutoModelForCausalLM.from_pretrained(a.ckpt, device_map="cpu").eval()
+    qcfg = json.load(open(os.path.join(a.ckpt, "config.json")))["quantization_config"]
+    qcfg = GPTQConfig(bits=qcfg["bits"], backend=a.backend)  # loading attributes only: backend
+    model = AutoModelForCausalLM.from_pretrained(a.ckpt, device_map="cpu", quantization_config=qcfg)
+    model.eval()
     kinds = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
     out = {}
     with torch.inference_mode():
