@@ -15,11 +15,11 @@ class Hessian:
         self.tokens = 0
 
     def add(self, x: torch.Tensor) -> None:
-        """x: (tokens, in_features), any float dtype. Products of bf16/fp16 inputs are summed per call in that dtype."""
+        """x: (tokens, in_features), any float dtype; the products are summed in float32."""
         if x.shape[0] == 0:
             return
-        xt = x.t()
-        self.sum += (xt @ x).float() if x.dtype != torch.float32 else xt @ x
+        x = x.float()
+        self.sum.addmm_(x.t(), x)
         self.tokens += x.shape[0]
 
     def matrix(self) -> torch.Tensor:

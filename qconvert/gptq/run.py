@@ -41,6 +41,7 @@ class RunOptions:
     max_shard_bytes: int = 4 * 10**9
     force: bool = False
     progress: bool = True
+    compute_dtype: torch.dtype | None = None
 
 
 def quantization_config(config: GPTQConfig) -> dict:
@@ -146,7 +147,7 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
     with atomic_output_dir(out_dir, options.force) as tmp:
         writer = ShardWriter(tmp, options.max_shard_bytes)
         algorithm = GPTQAlgorithm(config, writer, spec.block, device)
-        run_layerwise(model_dir, spec.block, ckpt, calib, algorithm, DriverOptions(device, torch.float32, options.progress, "gptq"))
+        run_layerwise(model_dir, spec.block, ckpt, calib, algorithm, DriverOptions(device, torch.float32, options.compute_dtype, options.progress, "gptq"))
         for name in ckpt.entries:  # embeddings, final norm, lm_head: unquantized
             if not name.startswith(f"{spec.block.layers_path}."):
                 writer.add(name, torch.from_numpy(ckpt.load(name)).half())
@@ -157,6 +158,15 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
         copy_tokenizer_files(model_dir, tmp)
     log.info("wrote %s", out_dir)
     return out_dir
+
+
+COMPUTE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_compute_dtype(name: str) -> torch.dtype | None:
+    if name not in COMPUTE_DTYPES:
+        raise QConvertError(f"unknown compute dtype {name!r}", "--compute-dtype", f"choose one of {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
 
 
 def _device(name: str) -> torch.device:

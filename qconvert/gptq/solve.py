@@ -82,9 +82,12 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfi
     hinv, damp = inverse_hessian_factor(h, config.damp_percent, where)
     del h
 
-    levels = torch.zeros_like(w)
+    # The solve runs on Wᵀ (in, out): each weight column is a contiguous row, so the per-column
+    # updates touch contiguous memory.
+    wt = w.t().contiguous()
+    del w
     n_groups = config.n_groups(n_in)
-    scales = torch.zeros(n_out, n_groups, dtype=torch.float32, device=w.device)
+    scales = torch.zeros(n_out, n_groups, dtype=torch.float32, device=wt.device)
     zeros = torch.zeros_like(scales)
     orig_col = perm.tolist() if perm is not None else range(n_in)
     col_group = [0] * n_in  # the group of each processed column
@@ -92,9 +95,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfi
     group = 0
     for i1 in range(0, n_in, BLOCK_SIZE):
         i2 = min(i1 + BLOCK_SIZE, n_in)
-        w1 = w[:, i1:i2].clone()
-        err1 = torch.zeros_like(w1)
+        w1 = wt[i1:i2].clone()  # (b, out)
+        err1 = torch.empty_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
+        inv_diag = 1.0 / hinv1.diagonal()
         for i in range(i2 - i1):
             col = i1 + i
             if fixed is not None:
@@ -102,21 +106,25 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfi
                 scale, zero = fixed[group]
             elif col % gs == 0:
                 group = col // gs  # the group's columns lie in this block: gs divides BLOCK_SIZE
-                scale, zero = grid_params(w1[:, i : i + gs], config.bits, config.sym)
+                scale, zero = grid_params(w1[i : i + gs].t(), config.bits, config.sym)
                 scales[:, group], zeros[:, group] = scale, zero
             col_group[col] = group
-            q = quantize_levels(w1[:, i], scale, zero, maxq)
-            levels[:, col] = q
-            err = (w1[:, i] - dequantize(q, scale, zero)) / hinv1[i, i]
-            w1[:, i:].addr_(err, hinv1[i, i:], alpha=-1)
-            err1[:, i] = err
-        w[:, i2:].addmm_(err1, hinv[i1:i2, i2:], alpha=-1)
+            q = dequantize(quantize_levels(w1[i], scale, zero, maxq), scale, zero)
+            err = (w1[i] - q) * inv_diag[i]
+            w1[i] = q
+            err1[i] = err
+            w1[i + 1 :].addr_(hinv1[i, i + 1 :], err, alpha=-1)
+        wt[i1:i2] = w1  # now the dequantized columns
+        wt[i2:].addmm_(hinv[i1:i2, i2:].t(), err1, alpha=-1)
     if fixed is not None:
         scales = torch.stack([s for s, _ in fixed], dim=1)
         zeros = torch.stack([z for _, z in fixed], dim=1)
+    # w_q = s·(level − z) exactly in float32 (an fp16 scale times a small integer), so the levels come back exactly
+    groups = torch.tensor(col_group, device=wt.device)
+    levels = (torch.round(wt / scales[:, groups].t()) + zeros[:, groups].t()).t()  # (out, in), processed order
 
-    g_idx = torch.empty(n_in, dtype=torch.int32, device=w.device)
-    g_idx[torch.as_tensor(list(orig_col), device=w.device)] = torch.tensor(col_group, dtype=torch.int32, device=w.device)
+    g_idx = torch.empty(n_in, dtype=torch.int32, device=wt.device)
+    g_idx[torch.as_tensor(list(orig_col), device=wt.device)] = groups.int()
     if perm is not None:
         levels = levels[:, torch.argsort(perm)]
     return GPTQResult(levels.int(), scales, zeros.int(), g_idx, damp)

@@ -10,6 +10,7 @@ per sub-layer group; AWQ and the importance matrix need one stage for the whole 
 
 import logging
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ class LayerAlgorithm(Protocol):
 @dataclass(frozen=True)
 class DriverOptions:
     device: torch.device = torch.device("cpu")
-    dtype: torch.dtype = torch.float32  # of the activations and of the layer while it runs
+    dtype: torch.dtype = torch.float32  # of the layer's weights (the algorithms' input) and the activations
+    compute_dtype: torch.dtype | None = None  # autocast the forwards' matmuls to this (bfloat16: AMX on CPUs that have it)
     progress: bool = True
     desc: str = "layers"
 
@@ -62,12 +64,13 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
         layer = skeleton.load_layer(index)
+        forward = partial(_forward, layer, index, inputs, options)
         with torch.inference_mode():
             for stage in algorithm.stages(block):
-                _observe(layer, index, stage, inputs, algorithm)
+                _observe(layer, index, stage, inputs, algorithm, forward)
                 for group in stage:
                     algorithm.process(index, layer, group)
-            inputs.hidden = [_forward(layer, index, inputs, b) for b in range(len(inputs.hidden))]
+            inputs.hidden = [forward(b) for b in range(len(inputs.hidden))]
         algorithm.finish_layer(index, layer)
         skeleton.release_layer(index)
         return_freed_memory()
@@ -76,12 +79,14 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
         log.info("layer %d done, %.1f s so far", index, elapsed)
 
 
-def _forward(layer: nn.Module, index: int, inputs: LayerInputs, b: int) -> torch.Tensor:
-    out = layer(inputs.hidden[b], **inputs.kwargs[b][index])
+def _forward(layer: nn.Module, index: int, inputs: LayerInputs, options: DriverOptions, b: int) -> torch.Tensor:
+    """The layer on batch b; with a compute dtype, its matmuls autocast to it (hooks see those inputs)."""
+    with torch.autocast(options.device.type, options.compute_dtype, enabled=options.compute_dtype is not None):
+        out = layer(inputs.hidden[b], **inputs.kwargs[b][index])
     return out[0] if isinstance(out, tuple) else out
 
 
-def _observe(layer: nn.Module, index: int, stage: Sequence[Group], inputs: LayerInputs, algorithm: LayerAlgorithm) -> None:
+def _observe(layer: nn.Module, index: int, stage: Sequence[Group], inputs: LayerInputs, algorithm: LayerAlgorithm, forward: Callable[[int], torch.Tensor]) -> None:
     """One forward pass per batch with a hook on the first linear of each group; stops once all were seen."""
     seen: set[Group] = set()
     mask: torch.Tensor | None = None
@@ -90,7 +95,8 @@ def _observe(layer: nn.Module, index: int, stage: Sequence[Group], inputs: Layer
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0]
             x = x.reshape(-1, x.shape[-1]) if bool(mask.all()) else x[mask]
-            algorithm.observe(index, group, x)
+            with torch.autocast(x.device.type, enabled=False):  # the algorithm's own math in its own precision
+                algorithm.observe(index, group, x)
             seen.add(group)
             if len(seen) == len(stage):
                 raise StopForward
@@ -103,7 +109,7 @@ def _observe(layer: nn.Module, index: int, stage: Sequence[Group], inputs: Layer
             seen.clear()
             mask = inputs.token_mask[b]
             try:
-                _forward(layer, index, inputs, b)
+                forward(b)
             except StopForward:
                 pass
     finally:
