@@ -7,7 +7,7 @@ FIXTURE := tests/fixtures/tiny-qwen2
 EVAL_TEXT := calibration/eval/heldout-en.txt
 DEMO_DIR := build/demo
 
-.PHONY: install llama-cpp demo test bench asan-test fixture clean
+.PHONY: install llama-cpp demo test bench bench-quantize bench-gptq peers asan-test fixture clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,19 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+bench: bench-quantize bench-gptq
+
 # qconvert's quantizer against llama-quantize on this machine: times, peak RSS and their ratios.
-bench: install
+bench-quantize: install
 	$(PY) scripts/bench_quantize.py
+
+# GPTQModel and llm-compressor, each in its own venv (they pin other torch/transformers versions).
+peers:
+	PYTHON=$(PYTHON) bash scripts/peers/setup_peers.sh
+
+# qconvert's GPTQ against GPTQModel and llm-compressor: seconds per layer, peak RSS, perplexity, KLD.
+bench-gptq: install peers
+	$(PY) scripts/bench_gptq.py
 
 # The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it.
 ASAN_DIR := build/asan

@@ -98,7 +98,7 @@ def calib(model_dir: Path, calib_request: CalibRequest, out: Path, force: bool) 
 @click.option("--damp", type=float, default=0.01, show_default=True, help="Damping, as a fraction of the mean Hessian diagonal.")
 @click.option("--true-sequential/--no-true-sequential", default=True, show_default=True, help="Capture each sub-layer's inputs after the sub-layers before it are quantized.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--compute-dtype", default="float32", show_default=True, help="Precision of the calibration forwards: float32, or bfloat16 (several times faster on CPUs with AMX/AVX512-BF16); Hessians and the solve stay float32.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the calibration forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively (CUDA, CPUs with AMX or AVX512-BF16), else float32. Hessians and the solve are float32.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
 @click.option("--max-shard-size", default="4GB", show_default=True, help="Largest safetensors shard.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -109,7 +109,7 @@ def gptq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_s
     from qconvert.hf.shard_writer import parse_size
 
     config = GPTQConfig(bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, static_groups=static_groups, damp_percent=damp, true_sequential=true_sequential)
-    options = RunOptions(device=device, threads=threads, max_shard_bytes=parse_size(max_shard_size), force=force, progress=_progress(), compute_dtype=parse_compute_dtype(compute_dtype))
+    options = RunOptions(device=device, threads=threads, max_shard_bytes=parse_size(max_shard_size), force=force, progress=_progress(), dtype=parse_compute_dtype(compute_dtype, device))
     quantize_gptq(model_dir, out, calib_input, config, options)
     click.echo(f"wrote {out}")
 

@@ -41,7 +41,7 @@ class RunOptions:
     max_shard_bytes: int = 4 * 10**9
     force: bool = False
     progress: bool = True
-    compute_dtype: torch.dtype | None = None
+    dtype: torch.dtype = torch.float32  # of the calibration forwards; the solve is float32 always
 
 
 def quantization_config(config: GPTQConfig) -> dict:
@@ -69,8 +69,8 @@ def _rows(result: GPTQResult, start: int, end: int) -> GPTQResult:
 class GPTQAlgorithm:
     """The GPTQ side of the layer-wise driver: Hessians from the hooks, solves per input group."""
 
-    def __init__(self, config: GPTQConfig, writer: ShardWriter, block: DecoderBlock, device: torch.device):
-        self.config, self.writer, self.block, self.device = config, writer, block, device
+    def __init__(self, config: GPTQConfig, writer: ShardWriter, block: DecoderBlock, ckpt: SafetensorsCheckpoint, device: torch.device):
+        self.config, self.writer, self.block, self.ckpt, self.device = config, writer, block, ckpt, device
         self.hessians: dict[Group, Hessian] = {}
         self.packed: dict[str, torch.Tensor] = {}
 
@@ -87,7 +87,9 @@ class GPTQAlgorithm:
     def process(self, layer_index: int, layer: nn.Module, group: Group) -> None:
         hessian = self.hessians.pop(group).matrix()
         linears = [layer.get_submodule(name) for name in group]
-        stacked = torch.cat([m.weight for m in linears])  # (sum of out, in)
+        prefix = f"{self.block.layers_path}.{layer_index}"
+        # the checkpoint's own weights, whatever precision the layer runs in: (sum of out, in)
+        stacked = torch.cat([torch.from_numpy(self.ckpt.load(f"{prefix}.{name}.weight")) for name in group]).to(self.device, torch.float32)
         where = f"layer {layer_index} {'+'.join(name.rsplit('.', 1)[-1] for name in group)}"
         result = gptq_quantize(stacked, hessian, self.config, where)
         start = 0
@@ -95,16 +97,15 @@ class GPTQAlgorithm:
             part = _rows(result, start, start + linear.out_features)
             start += linear.out_features
             linear.weight.data = part.dequantized().to(linear.weight.dtype)
-            prefix = f"{self.block.layers_path}.{layer_index}.{name}"
             for key, tensor in pack_linear(part, self.config.bits).items():
-                self.packed[f"{prefix}.{key}"] = tensor
+                self.packed[f"{prefix}.{name}.{key}"] = tensor
 
     def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
         prefix = f"{self.block.layers_path}.{layer_index}"
         quantized = {f"{name}.weight" for name in self.block.linears}
-        for name, tensor in layer.state_dict().items():  # norms and biases stay as they are, in fp16
+        for name in layer.state_dict():  # norms and biases: the checkpoint's own, in fp16
             if name not in quantized:
-                self.writer.add(f"{prefix}.{name}", tensor.half())
+                self.writer.add(f"{prefix}.{name}", torch.from_numpy(self.ckpt.load(f"{prefix}.{name}")).half())
         for name, tensor in self.packed.items():
             self.writer.add(name, tensor)
         self.packed = {}
@@ -146,8 +147,8 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
 
     with atomic_output_dir(out_dir, options.force) as tmp:
         writer = ShardWriter(tmp, options.max_shard_bytes)
-        algorithm = GPTQAlgorithm(config, writer, spec.block, device)
-        run_layerwise(model_dir, spec.block, ckpt, calib, algorithm, DriverOptions(device, torch.float32, options.compute_dtype, options.progress, "gptq"))
+        algorithm = GPTQAlgorithm(config, writer, spec.block, ckpt, device)
+        run_layerwise(model_dir, spec.block, ckpt, calib, algorithm, DriverOptions(device, options.dtype, options.progress, "gptq"))
         for name in ckpt.entries:  # embeddings, final norm, lm_head: unquantized
             if not name.startswith(f"{spec.block.layers_path}."):
                 writer.add(name, torch.from_numpy(ckpt.load(name)).half())
@@ -160,12 +161,18 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
     return out_dir
 
 
-COMPUTE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def parse_compute_dtype(name: str) -> torch.dtype | None:
+def parse_compute_dtype(name: str, device: str) -> torch.dtype:
+    """auto: bfloat16 where the hardware computes it natively (CUDA; CPUs with AMX or AVX512-BF16), else float32."""
+    if name == "auto":
+        if device == "cuda":
+            return torch.bfloat16
+        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+        return torch.bfloat16 if native else torch.float32
     if name not in COMPUTE_DTYPES:
-        raise QConvertError(f"unknown compute dtype {name!r}", "--compute-dtype", f"choose one of {', '.join(COMPUTE_DTYPES)}")
+        raise QConvertError(f"unknown compute dtype {name!r}", "--compute-dtype", f"choose auto or one of {', '.join(COMPUTE_DTYPES)}")
     return COMPUTE_DTYPES[name]
 
 

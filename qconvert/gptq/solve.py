@@ -14,6 +14,7 @@ from qconvert.gptq.grid import dequantize, grid_params, quantize_levels
 
 log = logging.getLogger(__name__)
 
+SUB_BLOCK = 32  # columns per inner lazy-update block; every group size is a multiple of it
 DAMP_STEP = 0.01  # added to the damping fraction each time the Cholesky factorisation fails
 MAX_DAMP = 1.0
 
@@ -34,19 +35,21 @@ class GPTQResult:
 
 
 def inverse_hessian_factor(h: torch.Tensor, damp_percent: float, where: str) -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor of (H + λI)⁻¹ with λ = damp·mean(diag H); more damping while it fails."""
+    """Upper Cholesky factor U of (H + λI)⁻¹ (UᵀU = (H + λI)⁻¹), λ = damp·mean(diag H); more damping while it fails.
+
+    One factorisation and one triangular inverse: with J the reversal permutation and L the lower
+    Cholesky factor of J·H·J, U = J·L⁻¹·J (AutoGPTQ gets the same U with three factorisations).
+    """
     mean_diag = torch.mean(torch.diag(h))
+    flipped = h.flip(0, 1)
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     damp = damp_percent
     while damp <= MAX_DAMP:
-        damped = h.clone()
-        damped.diagonal().add_(damp * mean_diag)
-        lower, info = torch.linalg.cholesky_ex(damped)
+        lower, info = torch.linalg.cholesky_ex(flipped + (damp * mean_diag) * eye)
         if info == 0:
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
-            if info == 0:
-                if damp != damp_percent:
-                    log.warning("%s: Hessian not positive definite at damping %.2f; used %.2f", where, damp_percent, damp)
-                return upper, damp
+            if damp != damp_percent:
+                log.warning("%s: Hessian not positive definite at damping %.2f; used %.2f", where, damp_percent, damp)
+            return torch.linalg.solve_triangular(lower, eye, upper=False).flip(0, 1), damp
         damp = round(damp + DAMP_STEP, 6)
     raise QConvertError(f"Hessian is not positive definite even with damping {MAX_DAMP}", where, "the calibration data may be degenerate; give more or other text")
 
@@ -99,21 +102,24 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfi
         err1 = torch.empty_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
         inv_diag = 1.0 / hinv1.diagonal()
-        for i in range(i2 - i1):
-            col = i1 + i
-            if fixed is not None:
-                group = orig_col[col] // gs
-                scale, zero = fixed[group]
-            elif col % gs == 0:
-                group = col // gs  # the group's columns lie in this block: gs divides BLOCK_SIZE
-                scale, zero = grid_params(w1[i : i + gs].t(), config.bits, config.sym)
-                scales[:, group], zeros[:, group] = scale, zero
-            col_group[col] = group
-            q = dequantize(quantize_levels(w1[i], scale, zero, maxq), scale, zero)
-            err = (w1[i] - q) * inv_diag[i]
-            w1[i] = q
-            err1[i] = err
-            w1[i + 1 :].addr_(hinv1[i, i + 1 :], err, alpha=-1)
+        for j1 in range(0, i2 - i1, SUB_BLOCK):  # a second, inner level of lazy updates
+            j2 = min(j1 + SUB_BLOCK, i2 - i1)
+            for i in range(j1, j2):
+                col = i1 + i
+                if fixed is not None:
+                    group = orig_col[col] // gs
+                    scale, zero = fixed[group]
+                elif col % gs == 0:
+                    group = col // gs  # the group lies in this block, its updates done: gs divides BLOCK_SIZE
+                    scale, zero = grid_params(w1[i : i + gs].t(), config.bits, config.sym)
+                    scales[:, group], zeros[:, group] = scale, zero
+                col_group[col] = group
+                q = dequantize(quantize_levels(w1[i], scale, zero, maxq), scale, zero)
+                err = (w1[i] - q) * inv_diag[i]
+                w1[i] = q
+                err1[i] = err
+                w1[i + 1 : j2].addr_(hinv1[i, i + 1 : j2], err, alpha=-1)
+            w1[j2:].addmm_(hinv1[j1:j2, j2:].t(), err1[j1:j2], alpha=-1)
         wt[i1:i2] = w1  # now the dequantized columns
         wt[i2:].addmm_(hinv[i1:i2, i2:].t(), err1, alpha=-1)
     if fixed is not None:

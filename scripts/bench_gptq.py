@@ -1,0 +1,178 @@
+"""GPTQ on CPU: qconvert against GPTQModel and llm-compressor, in one run (`make bench-gptq`).
+
+Same model, same calibration tokens (one qconvert calibration file), same bits/group/sym/damping,
+same threads, OMP_WAIT_POLICY=PASSIVE for every tool. Each tool runs in its own process (the peers
+in their own venvs, made by scripts/peers/setup_peers.sh); seconds per layer is the wall time of
+the quantization call (loading, calibration forwards, solves, packing, saving) over the number of
+decoder layers, for every tool alike. Quality on the trained fixture: perplexity and KL divergence
+from the unquantized model on the held-out text, all measured by `qconvert ppl` (torch), the
+peers' results through dense copies of their fake-quantized weights.
+
+qconvert runs twice: with --compute-dtype float32 (the peers' precision here) and auto (bfloat16 on
+this CPU, which has AMX).
+
+    .venv/bin/python scripts/bench_gptq.py [--layers 4] [--n-samples 64] [--seqlen 512]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
+EVAL_TEXT = ROOT / "calibration" / "eval" / "heldout-en.txt"
+WORK = ROOT / "build" / "bench-gptq"
+PEERS = {"gptqmodel": ROOT / ".venv-gptqmodel" / "bin" / "python", "llmcompressor": ROOT / ".venv-llmcompressor" / "bin" / "python"}
+THREADS = 2
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "GPTQMODEL_CPU_WORKERS": str(THREADS)}
+
+
+def run_ours_inside(args: argparse.Namespace) -> None:
+    """The timed qconvert run, in its own process like the peers'."""
+    import torch
+
+    from qconvert.calib.options import CalibInput
+    from qconvert.gptq.config import GPTQConfig
+    from qconvert.gptq.run import RunOptions, parse_compute_dtype, quantize_gptq
+
+    torch.set_num_threads(args.threads)
+    config = GPTQConfig(bits=args.bits, group_size=args.group_size, sym=args.sym, damp_percent=args.damp)
+    options = RunOptions(threads=args.threads, force=True, progress=False, dtype=parse_compute_dtype(args.dtype, "cpu"))
+    layers = json.loads((args.model / "config.json").read_text())["num_hidden_layers"]
+    start = time.perf_counter()
+    quantize_gptq(args.model, args.out, CalibInput(file=args.calib), config, options)
+    seconds = time.perf_counter() - start
+    result = {"tool": f"qconvert ({args.dtype})", "seconds_total": seconds, "seconds_per_layer": seconds / layers, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    args.json.write_text(json.dumps(result))
+
+
+def run(cmd: list, log: Path) -> None:
+    with open(log, "w") as f:
+        subprocess.run([str(c) for c in cmd], check=False, stdout=f, stderr=subprocess.STDOUT, env=ENV, cwd=WORK)
+
+
+def quantize(tool: str, model: Path, calib: Path, bits: int, group_size: int, sym: bool, tag: str) -> tuple[dict, Path]:
+    """Runs one tool; returns its result and the folder `qconvert ppl` can measure."""
+    out = WORK / "out" / tag
+    result_json = out.with_suffix(".json")
+    result_json.unlink(missing_ok=True)
+    if tool in PEERS:
+        cmd = [PEERS[tool], ROOT / "scripts" / "peers" / "run_peer_gptq.py", "--tool", tool, "--model", model, "--calib", calib, "--bits", bits,
+               "--group-size", group_size, "--sym" if sym else "--asym", "--damp", 0.01, "--threads", THREADS,
+               "--out", out / "checkpoint", "--dense-out", out / "dense", "--json", result_json]
+        measured = out / "dense"
+    else:
+        cmd = [sys.executable, __file__, "--inside", "--model", model, "--calib", calib, "--bits", bits, "--group-size", group_size,
+               "--sym" if sym else "--asym", "--dtype", tool.split(":")[1], "--threads", THREADS, "--out", out, "--json", result_json]
+        measured = out
+    run(cmd, out.with_suffix(".log"))
+    if not result_json.exists():
+        return {"error": f"no result; see {out.with_suffix('.log')}"}, measured
+    return json.loads(result_json.read_text()), measured
+
+
+def rtn_dense(bits: int, group_size: int, sym: bool, out: Path) -> Path:
+    import qconvert
+    from qconvert.convert.arch import LLAMA_BLOCK
+    from qconvert.gptq.config import GPTQConfig
+    from qconvert.gptq.solve import round_to_nearest
+    from qconvert.hf.checkpoint_files import copy_tokenizer_files
+
+    model = qconvert.load(FIXTURE)
+    config = GPTQConfig(bits=bits, group_size=group_size, sym=sym)
+    for layer in model.model.layers:
+        for name in LLAMA_BLOCK.linears:
+            linear = layer.get_submodule(name)
+            linear.weight.data = round_to_nearest(linear.weight.data, config).dequantized()
+    model.save_pretrained(out)
+    copy_tokenizer_files(FIXTURE, out)
+    return out
+
+
+def quality(model_dir: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "qconvert", "ppl", model_dir, "--text", EVAL_TEXT, "--kld-base", FIXTURE, "--json"],
+                          capture_output=True, text=True, env=ENV)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def make_models(layers: int) -> Path:
+    from tests.gptq.models import make_random_llama
+
+    big = WORK / f"llama1024-{layers}l"
+    if not (big / "config.json").exists():
+        make_random_llama(big, hidden=1024, intermediate=2816, layers=layers, heads=16, kv_heads=8, tied=False)
+    return big
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--calib", type=Path)
+    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--group-size", type=int, default=64)
+    p.add_argument("--sym", action="store_true", default=True)
+    p.add_argument("--asym", dest="sym", action="store_false")
+    p.add_argument("--damp", type=float, default=0.01)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--threads", type=int, default=THREADS)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--layers", type=int, default=4, help="decoder layers of the random hidden-1024 model")
+    p.add_argument("--n-samples", type=int, default=64)
+    p.add_argument("--seqlen", type=int, default=512)
+    args = p.parse_args()
+    if args.inside:
+        return run_ours_inside(args)
+
+    missing = [tool for tool, python in PEERS.items() if not python.exists()]
+    if missing:
+        sys.exit(f"peer venvs missing ({', '.join(missing)}): run bash scripts/peers/setup_peers.sh (make bench-gptq does)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    calib = WORK / f"calib-{args.n_samples}x{args.seqlen}.safetensors"
+    if not calib.exists():
+        subprocess.run([sys.executable, "-m", "qconvert", "calib", FIXTURE, "-o", calib, "--n-samples", str(args.n_samples), "--seqlen", str(args.seqlen)], check=True)
+    big = make_models(args.layers)
+    tools = ["qconvert:auto", "qconvert:float32", "llmcompressor", "gptqmodel"]
+    cases = [(FIXTURE, 4, 64, True), (FIXTURE, 4, 64, False), (FIXTURE, 3, 64, True), (big, 4, 64, True)]
+
+    rows = []
+    for model, bits, group_size, sym in cases:
+        setting = f"W{bits} g{group_size} {'sym' if sym else 'asym'}"
+        is_fixture = model == FIXTURE
+        if is_fixture:
+            rtn = rtn_dense(bits, group_size, sym, WORK / "out" / f"rtn-w{bits}g{group_size}{'s' if sym else 'a'}")
+            rows.append((model.name, setting, "round-to-nearest", {}, quality(rtn)))
+        for tool in tools:
+            tag = f"{model.name}-w{bits}g{group_size}{'s' if sym else 'a'}-{tool.replace(':', '-')}"
+            result, measured = quantize(tool, model, calib, bits, group_size, sym, tag)
+            q = quality(measured) if is_fixture and "error" not in result else {}
+            rows.append((model.name, setting, result.get("tool", tool) if "error" not in result else tool, result, q))
+            print(rows[-1], flush=True)
+    print_table(rows, calib)
+
+
+def print_table(rows: list, calib: Path) -> None:
+    ours = {(m, s): r["seconds_per_layer"] for m, s, t, r, _ in rows if t == "qconvert (auto)" and "seconds_per_layer" in r}
+    print(f"\ncalibration: {calib.name}; threads {THREADS}; seconds per layer = quantization wall time / layers")
+    print("| model | setting | tool | s/layer | × qconvert (auto) | peak RSS MiB | ppl | KLD vs fp16 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, setting, tool, r, q in rows:
+        spl = r.get("seconds_per_layer")
+        base = ours.get((model, setting))
+        ratio = f"{spl / base:.1f}" if spl and base else ""
+        err = f" ({r['error'][:60]})" if "error" in r else ""
+        print(f"| {model} | {setting} | {tool}{err} | {spl:.2f} | {ratio} | {r.get('peak_rss_mib', 0):.0f} | "
+              f"{q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |" if spl else
+              f"| {model} | {setting} | {tool}{err} | | | | {q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |")
+
+
+if __name__ == "__main__":
+    main()
