@@ -45,6 +45,13 @@ def describe_gguf(path: Path) -> list[str]:
     return lines
 
 
+def _quantization(qc: dict | None) -> list[str]:
+    if not qc:
+        return []
+    fields = ", ".join(f"{k} {qc[k]}" for k in ("bits", "group_size", "sym", "desc_act") if k in qc)
+    return [f"  quantization: {qc.get('quant_method')} ({qc.get('checkpoint_format', qc.get('version', '?'))}): {fields}"]
+
+
 def describe_hf(model_dir: Path) -> list[str]:
     config = ModelConfig.from_dir(model_dir)
     ckpt = SafetensorsCheckpoint.open(model_dir)
@@ -57,6 +64,7 @@ def describe_hf(model_dir: Path) -> list[str]:
         f"heads {config.num_heads} (kv {config.num_kv_heads}, head_dim {config.head_dim}), vocab {config.vocab_size}",
         f"  tied embeddings: {config.tie_word_embeddings}",
         f"  tensors: {len(ckpt.entries)}, parameters: {n_params:,}, dtypes: {dict(dtypes)}",
+        *_quantization(config.raw.get("quantization_config")),
         "",
         f"  {'name':<48} {'shape':<14} dtype",
     ]

@@ -82,15 +82,22 @@ def test_load_gives_the_unpacked_weights(gptq_4bit):
     "args, bits",
     [
         (("--bits", "4", "--group-size", "64", "--desc-act", "--asym"), 4),
-        (("--bits", "8", "--group-size", "32", "--desc-act", "--static-groups"), 8),
+        (("--bits", "8", "--group-size", "32", "--desc-act", "--static-groups", "--max-shard-size", "2MB"), 8),
         (("--bits", "2", "--group-size", "-1", "--no-true-sequential"), 2),
         (("--bits", "3", "--group-size", "64", "--asym"), 3),
     ],
-    ids=["w4g64-act-asym", "w8g32-act-static", "w2-perchannel-not-sequential", "w3g64-asym"],
+    ids=["w4g64-act-asym", "w8g32-act-static-sharded", "w2-perchannel-not-sequential", "w3g64-asym"],
 )
 def test_variants_load_as_unpacked(gptq_dirs, calib_file, args, bits):
     out = gptq_cli(gptq_dirs / "-".join(args).replace("--", ""), "--calib", calib_file, *args)
     _assert_loads_as_unpacked(out, 4, bits)
+    if "--max-shard-size" in args:
+        index = json.loads((out / "model.safetensors.index.json").read_text())
+        shards = sorted(out.glob("model-*-of-*.safetensors"))
+        assert len(shards) > 1 and set(index["weight_map"].values()) == {p.name for p in shards}
+        for shard in shards:  # within the limit (plus its header), unless one tensor alone is larger
+            n_tensors = sum(1 for f in index["weight_map"].values() if f == shard.name)
+            assert shard.stat().st_size <= 2_000_000 + 50_000 or n_tensors == 1, (shard.name, n_tensors)
 
 
 def test_real_model_shapes_partial_groups_gqa_tied(tmp_path, calib_file):
@@ -128,3 +135,10 @@ def test_gguf_from_gptq_carries_the_dense_weights(gptq_4bit, tmp_path, llama_too
         assert ta.tensor_type == tb.tensor_type and np.array_equal(ta.data, tb.data), ta.name
     q4 = tmp_path / "gptq-q4_k_m.gguf"
     assert run_cli("gguf", gptq_4bit, "-o", q4, "--type", "q4_k_m").rc == 0
+
+
+def test_inspect_shows_the_quantization(gptq_4bit):
+    result = run_cli("inspect", gptq_4bit)
+    assert result.rc == 0, result.stderr
+    assert "quantization: gptq (gptq): bits 4, group_size 128, sym True, desc_act False" in result.stdout
+    assert "model.layers.0.self_attn.q_proj.qweight" in result.stdout and "I32" in result.stdout
