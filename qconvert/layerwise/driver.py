@@ -23,6 +23,7 @@ from tqdm import tqdm
 from qconvert.calib.store import CalibrationSet
 from qconvert.convert.arch import DecoderBlock
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.layerwise.reuse import ChildOutputCache
 from qconvert.layerwise.heap import map_large_blocks, return_freed_memory
 from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
 
@@ -65,13 +66,18 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
         layer = skeleton.load_layer(index)
-        forward = partial(_forward, layer, index, inputs)
-        with torch.inference_mode():
-            for stage in algorithm.stages(block):
-                _observe(layer, index, stage, inputs, algorithm, forward)
-                for group in stage:
-                    algorithm.process(index, layer, group)
-            inputs.hidden = [forward(b) for b in range(len(inputs.hidden))]
+        cache = ChildOutputCache(layer)
+        forward = partial(_forward, layer, index, inputs, cache)
+        try:
+            with torch.inference_mode():
+                for stage in algorithm.stages(block):
+                    _observe(layer, index, stage, inputs, algorithm, forward)
+                    for group in stage:
+                        algorithm.process(index, layer, group)
+                        cache.weights_changed(group)
+                inputs.hidden = [forward(b) for b in range(len(inputs.hidden))]
+        finally:
+            cache.close()
         algorithm.finish_layer(index, layer)
         skeleton.release_layer(index)
         return_freed_memory()
@@ -80,7 +86,8 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
         log.info("layer %d done, %.1f s so far", index, elapsed)
 
 
-def _forward(layer: nn.Module, index: int, inputs: LayerInputs, b: int) -> torch.Tensor:
+def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: ChildOutputCache, b: int) -> torch.Tensor:
+    cache.start_pass(b)
     out = layer(inputs.hidden[b], **inputs.kwargs[b][index])
     return out[0] if isinstance(out, tuple) else out
 
