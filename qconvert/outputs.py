@@ -13,13 +13,13 @@ from pathlib import Path
 from qconvert.errors import QConvertError
 
 
-def check_output_path(path: Path, force: bool) -> None:
-    """Fail early, before any work, if `path` cannot or may not be written."""
+def check_output_path(path: Path, force: bool, folder: bool = False) -> None:
+    """Fail early, before any work, if the output file (or `folder`) `path` cannot or may not be written."""
     if path.exists() and not force:
         raise QConvertError("output already exists", path, "pass --force to overwrite it")
-    if path.is_dir():
-        raise QConvertError("output is a directory", path, "give a file name")
-    parent = path.parent
+    if path.exists() and path.is_dir() != folder:
+        raise QConvertError(f"output is {'not ' if folder else ''}a directory", path, f"give a {'folder' if folder else 'file'} name")
+    parent = path.absolute().parent
     if not parent.is_dir():
         raise QConvertError("output directory does not exist", parent, "create it first")
     if not os.access(parent, os.W_OK):
@@ -41,24 +41,11 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
         tmp.unlink(missing_ok=True)
 
 
-def check_output_dir(path: Path, force: bool) -> None:
-    """Fail early, before any work, if the output folder `path` cannot or may not be written."""
-    if path.exists() and not force:
-        raise QConvertError("output already exists", path, "pass --force to overwrite it")
-    if path.exists() and not path.is_dir():
-        raise QConvertError("output exists and is not a directory", path, "give a folder name")
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise QConvertError("output directory's parent does not exist", parent, "create it first")
-    if not os.access(parent, os.W_OK):
-        raise QConvertError("output directory's parent is not writable", parent, "choose another output path")
-
-
 @contextmanager
 def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to fill; it replaces `path` only if the block completes."""
     path = Path(path)
-    check_output_dir(path, force)
+    check_output_path(path, force, folder=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     old = path.with_name(f".{path.name}.{os.getpid()}.old")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,19 @@ def run_cli(*args: object, cwd: Path | None = None) -> CliResult:
         [sys.executable, "-m", "qconvert", *map(str, args)], capture_output=True, text=True, cwd=cwd, env={**os.environ}
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def interrupt_cli(*args: object, ready: Callable[[], bool], settle: float = 0.0) -> tuple[int, str]:
+    """Start `python -m qconvert ARGS`, send SIGINT once `ready()` holds (plus `settle` seconds) or
+    it has run a minute, and return its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "qconvert", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
 
 
 def ppl_json(*args: object) -> dict:

@@ -20,8 +20,7 @@ from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_sca
 from qconvert.errors import QConvertError
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.hf.config import ModelConfig
-from qconvert.hf.dequantized import DequantizedCheckpoint, open_checkpoint
-from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.hf.dequantized import Checkpoint, open_checkpoint
 from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
@@ -57,7 +56,7 @@ def _constant_rows(values: np.ndarray, start: int, end: int) -> np.ndarray:
     return values.reshape(-1, values.shape[-1])[start:end]
 
 
-def _row_reader(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, hf_name: str, shape: tuple[int, ...], heads: int) -> Callable[[int, int], np.ndarray]:
+def _row_reader(ckpt: Checkpoint, hf_name: str, shape: tuple[int, ...], heads: int) -> Callable[[int, int], np.ndarray]:
     """Reads rows of a checkpoint tensor; with `heads`, in llama.cpp's RoPE order (Q/K of Llama)."""
     if not heads:
         return partial(ckpt.read_rows, hf_name)
@@ -67,7 +66,7 @@ def _row_reader(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, hf_name: st
     return partial(ckpt.read_rows, hf_name, row_order=order)
 
 
-def _named_tensors(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, config: ModelConfig) -> dict[str, str]:
+def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> dict[str, str]:
     """GGUF name → HF name of every checkpoint tensor that goes into the file."""
     names = {}
     for hf_name in ckpt.entries:
@@ -86,7 +85,7 @@ def _named_tensors(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, config: 
     return names
 
 
-def plan_tensors(ckpt: SafetensorsCheckpoint | DequantizedCheckpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType) -> list[TensorSource]:
+def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType) -> list[TensorSource]:
     names = _named_tensors(ckpt, config)
     model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names)
     weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16

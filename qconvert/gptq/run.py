@@ -27,7 +27,7 @@ from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import DriverOptions, Group, run_layerwise
-from qconvert.outputs import atomic_output_dir, check_output_dir
+from qconvert.outputs import atomic_output_dir, check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _check_widths(config: GPTQConfig, model: ModelConfig, ckpt: SafetensorsCheck
 
 def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config: GPTQConfig, options: RunOptions = RunOptions()) -> Path:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    check_output_dir(out_dir, options.force)
+    check_output_path(out_dir, options.force, folder=True)
     model = ModelConfig.from_dir(model_dir)
     if model.raw.get("quantization_config"):
         raise QConvertError("the model is already quantized", model_dir / "config.json", "give the original fp16/bf16/fp32 checkpoint")
@@ -164,13 +164,18 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _native_bf16_cpu() -> bool:
+    # private torch helpers (2.3 on): AMX tiles or AVX512-BF16 instructions
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check() for check in checks if check is not None)
+
+
 def parse_compute_dtype(name: str, device: str) -> torch.dtype:
     """auto: bfloat16 where the hardware computes it natively (CUDA; CPUs with AMX or AVX512-BF16), else float32."""
     if name == "auto":
         if device == "cuda":
             return torch.bfloat16
-        native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-        return torch.bfloat16 if native else torch.float32
+        return torch.bfloat16 if _native_bf16_cpu() else torch.float32
     if name not in COMPUTE_DTYPES:
         raise QConvertError(f"unknown compute dtype {name!r}", "--compute-dtype", f"choose auto or one of {', '.join(COMPUTE_DTYPES)}")
     return COMPUTE_DTYPES[name]

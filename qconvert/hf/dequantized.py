@@ -62,7 +62,10 @@ class DequantizedCheckpoint:
         return self.read_rows(name, 0, self.entries[name].rows_shape[0]).reshape(self.entries[name].shape)
 
 
-def open_checkpoint(model_dir: Path, raw_config: dict[str, Any]) -> SafetensorsCheckpoint | DequantizedCheckpoint:
+Checkpoint = SafetensorsCheckpoint | DequantizedCheckpoint  # what open_checkpoint gives: entries, read_rows, load
+
+
+def open_checkpoint(model_dir: Path, raw_config: dict[str, Any]) -> Checkpoint:
     """The checkpoint in `model_dir` as dense tensors, whether it is quantized or not."""
     ckpt = SafetensorsCheckpoint.open(model_dir)
     qc = raw_config.get("quantization_config")

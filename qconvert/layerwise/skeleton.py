@@ -84,7 +84,7 @@ class ModelSkeleton:
         """Run the embedding (and whatever else precedes layer 0) on every calibration batch."""
         inner = self.model.get_submodule(self.block.layers_path.rsplit(".", 1)[0])
         embed = self.model.get_input_embeddings()
-        self._materialize(embed, "model.embed_tokens")
+        self._materialize(embed, next(name for name, m in self.model.named_modules() if m is embed))
         rotary = getattr(inner, "rotary_emb", None)
         if rotary is not None:  # its tables are computed at construction: build it again off the meta device
             with torch.device(self.device):

@@ -81,12 +81,12 @@ def test_load_gives_the_unpacked_weights(gptq_4bit):
 @pytest.mark.parametrize(
     "args, bits",
     [
-        (("--bits", "4", "--group-size", "64", "--desc-act", "--asym"), 4),
+        (("--bits", "4", "--group-size", "64", "--desc-act", "--asym", "--compute-dtype", "float32"), 4),
         (("--bits", "8", "--group-size", "32", "--desc-act", "--static-groups", "--max-shard-size", "2MB"), 8),
         (("--bits", "2", "--group-size", "-1", "--no-true-sequential"), 2),
         (("--bits", "3", "--group-size", "64", "--asym"), 3),
     ],
-    ids=["w4g64-act-asym", "w8g32-act-static-sharded", "w2-perchannel-not-sequential", "w3g64-asym"],
+    ids=["w4g64-act-asym-fp32", "w8g32-act-static-sharded", "w2-perchannel-not-sequential", "w3g64-asym"],
 )
 def test_variants_load_as_unpacked(gptq_dirs, calib_file, args, bits):
     out = gptq_cli(gptq_dirs / "-".join(args).replace("--", ""), "--calib", calib_file, *args)

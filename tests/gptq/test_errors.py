@@ -3,14 +3,10 @@ temporary) left behind; Ctrl-C stops with exit code 130 and leaves nothing."""
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import FIXTURE, run_cli
+from tests.conftest import FIXTURE, interrupt_cli, run_cli
 from tests.gptq.models import make_random_llama
 
 
@@ -28,10 +24,11 @@ def _assert_one_error(result, message, parent):
         (("--group-size", "100"), "unsupported group size 100"),
         (("--damp", "0"), "damping 0.0 is not between 0 and 1"),
         (("--device", "tpu"), "unknown device 'tpu'"),
+        (("--compute-dtype", "int8"), "unknown compute dtype 'int8'"),
         (("--n-samples", "2", "--seqlen", "64"), "GPTQ needs at least 1024"),
         (("--max-shard-size", "lots"), "cannot read size 'lots'"),
     ],
-    ids=["bits", "group-size", "damp", "device", "too-few-tokens", "shard-size"],
+    ids=["bits", "group-size", "damp", "device", "compute-dtype", "too-few-tokens", "shard-size"],
 )
 def test_bad_options(tmp_path, args, message):
     out_parent = tmp_path / "out"
@@ -91,18 +88,8 @@ def test_existing_output_is_kept_without_force(tmp_path, calib_file):
 def test_ctrl_c_leaves_nothing(tmp_path, calib_file):
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qconvert", "gptq", FIXTURE, "--calib", calib_file, "-o", out_parent / "q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while not any(out_parent.iterdir()) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)  # the temporary folder appears once layers are being quantized
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    # the temporary folder appears once layers are being quantized
+    rc, stderr = interrupt_cli("gptq", FIXTURE, "--calib", calib_file, "-o", out_parent / "q", ready=lambda: any(out_parent.iterdir()), settle=0.5)
+    assert rc == 130, stderr
     assert "interrupted" in stderr
     assert list(out_parent.iterdir()) == []

@@ -5,7 +5,6 @@ text, measured by `qconvert ppl` in torch."""
 from pathlib import Path
 
 import pytest
-import torch
 
 import qconvert
 from qconvert.convert.arch import LLAMA_BLOCK

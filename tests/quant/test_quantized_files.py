@@ -1,18 +1,13 @@
 """Quantized files run in llama.cpp with the expected quality order; bad input is refused
 cleanly; an interrupted run leaves nothing behind."""
 
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qconvert.quant.file_types import FileType
-from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, ppl_json, run_cli
+from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, interrupt_cli, ppl_json, run_cli
 from tests.variants import copy_tokenizer
 
 QUANTIZED = [t for t in FileType if t not in (FileType.F32, FileType.F16, FileType.BF16)]
@@ -109,17 +104,7 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path):
     copy_tokenizer(tmp_path / "big")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qconvert", "gguf", tmp_path / "big", "--type", "q2_k", "-o", out_dir / "big.gguf"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 60
-    while not any(out_dir.iterdir()) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    rc, stderr = interrupt_cli("gguf", tmp_path / "big", "--type", "q2_k", "-o", out_dir / "big.gguf", ready=lambda: any(out_dir.iterdir()))
+    assert rc == 130, stderr
     assert "interrupted" in stderr
     assert list(out_dir.iterdir()) == []
