@@ -3,6 +3,7 @@ stderr and exit code 2; Ctrl-C stops with exit code 130 and leaves no partial ou
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,11 @@ class _Group(click.Group):
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             click.echo("qconvert: interrupted; no output was written", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            # Partial outputs were removed while the exception unwound. Leave at once: once, in CI, a
+            # gptq run died by SIGINT after this line (exit -2, not 130) during interpreter shutdown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
 
 
 def _progress() -> bool:

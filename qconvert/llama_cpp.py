@@ -12,7 +12,7 @@ from pathlib import Path
 from qconvert.errors import QConvertError
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # keep both in step with scripts/build_llama_cpp.sh
-BUILD_RECIPE = "r1"
+BUILD_RECIPE = "r2"
 ENV_VAR = "QCONVERT_LLAMA_CPP"
 
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
-recipe=r1  # bump when the build below changes, so cached tools are rebuilt (keep in step with qconvert/llama_cpp.py)
+recipe=r2  # bump when the build below changes, so cached tools are rebuilt (keep in step with qconvert/llama_cpp.py)
 cache="${QCONVERT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/qconvert}"
 prefix="$cache/llama.cpp-$version-$recipe"
 tools=(llama-perplexity llama-quantize llama-imatrix llama-cli llama-tokenize)
@@ -36,8 +36,14 @@ for tool in perplexity imatrix; do
         's|^    llama_backend_free();$|    llama_backend_free();\n    common_log_flush(common_log_main()); // qconvert: flush the async log before exit|' "$src"
 done
 
+# -march=native, less AMX: on CPUs with AMX (Sapphire Rapids and later) ggml's AMX path crashes
+# every quantized model with SIGSEGV on this project's machines (f16 runs fine), while torch's
+# oneDNN uses the same units without trouble. The rest of the native ISA (AVX512, VNNI) stays.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 echo "building ${tools[*]} with cmake (takes ~10 minutes on 2 cores, once) ..."
+rm -rf "$work/build"  # a cached configure would keep the old flags
 cmake -S "$work/src/vendor/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > "$work/cmake-configure.log"

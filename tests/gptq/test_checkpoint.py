@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 import qconvert
-from tests.conftest import FIXTURE, convert, run_cli
+from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, convert, ppl_json, run_cli
 from tests.gptq.conftest import gptq_cli
 from tests.gptq.models import make_random_llama
 from tests.gptq.unpack_reference import dequantize_reference
@@ -133,8 +133,13 @@ def test_gguf_from_gptq_carries_the_dense_weights(gptq_4bit, tmp_path, llama_too
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
     for ta, tb in zip(a.tensors, b.tensors):
         assert ta.tensor_type == tb.tensor_type and np.array_equal(ta.data, tb.data), ta.name
+    # llama.cpp runs the GGUF as the same model torch runs from the GPTQ folder
+    in_llama_cpp = ppl_json(via_gptq, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS)["ppl"]
+    in_torch = ppl_json(gptq_4bit, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS)["ppl"]
+    assert abs(in_llama_cpp - in_torch) < 0.002 * in_torch, (in_llama_cpp, in_torch)
     q4 = tmp_path / "gptq-q4_k_m.gguf"
     assert run_cli("gguf", gptq_4bit, "-o", q4, "--type", "q4_k_m").rc == 0
+    assert ppl_json(q4, "--text", EVAL_TEXT, "--chunks", PPL_CHUNKS)["ppl"] < 1.1 * in_torch
 
 
 def test_inspect_shows_the_quantization(gptq_4bit):
