@@ -21,7 +21,7 @@ from qconvert.errors import QConvertError
 from qconvert.gptq.config import GPTQConfig
 from qconvert.gptq.hessian import Hessian
 from qconvert.gptq.packing import PACK, pack_linear
-from qconvert.gptq.solve import GPTQResult, gptq_quantize
+from qconvert.gptq.solve import gptq_quantize
 from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
@@ -41,7 +41,7 @@ class RunOptions:
     max_shard_bytes: int = 4 * 10**9
     force: bool = False
     progress: bool = True
-    dtype: torch.dtype = torch.float32  # of the calibration forwards; the solve is float32 always
+    dtype: torch.dtype = torch.float32  # of the calibration forwards (the CLI's default is auto); the solve is float32 always
 
 
 def quantization_config(config: GPTQConfig) -> dict:
@@ -60,10 +60,6 @@ def quantization_config(config: GPTQConfig) -> dict:
         "pack_dtype": "int32",
         "meta": {"quantizer": [f"qconvert:{__version__}"]},
     }
-
-
-def _rows(result: GPTQResult, start: int, end: int) -> GPTQResult:
-    return GPTQResult(result.levels[start:end], result.scales[start:end], result.zeros[start:end], result.g_idx, result.damp_percent)
 
 
 class GPTQAlgorithm:
@@ -94,7 +90,7 @@ class GPTQAlgorithm:
         result = gptq_quantize(stacked, hessian, self.config, where)
         start = 0
         for name, linear in zip(group, linears):
-            part = _rows(result, start, start + linear.out_features)
+            part = result.rows(start, start + linear.out_features)
             start += linear.out_features
             linear.weight.data = part.dequantized().to(linear.weight.dtype)
             for key, tensor in pack_linear(part, self.config.bits).items():

@@ -29,6 +29,10 @@ class GPTQResult:
     g_idx: torch.Tensor  # (in,) int32: the group of each input column
     damp_percent: float  # the damping that worked
 
+    def rows(self, start: int, end: int) -> "GPTQResult":
+        """The output rows [start, end): one linear of several solved together."""
+        return GPTQResult(self.levels[start:end], self.scales[start:end], self.zeros[start:end], self.g_idx, self.damp_percent)
+
     def dequantized(self) -> torch.Tensor:
         g = self.g_idx.long()
         return dequantize(self.levels.float(), self.scales[:, g], self.zeros[:, g].float())
