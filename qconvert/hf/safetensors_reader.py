@@ -46,7 +46,7 @@ class TensorEntry:
         return int(np.prod(self.shape[:-1], dtype=np.int64)), self.shape[-1]
 
 
-def _read_header(path: Path) -> dict[str, TensorEntry]:
+def read_header(path: Path) -> dict[str, TensorEntry]:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -113,7 +113,7 @@ class SafetensorsCheckpoint:
             shard = model_dir / fname
             if not shard.is_file():
                 raise QConvertError("shard named in the index is missing", shard, "re-download the checkpoint")
-            entries.update(_read_header(shard))
+            entries.update(read_header(shard))
         if weight_map is not None:
             missing = sorted(set(weight_map) - set(entries))
             if missing:

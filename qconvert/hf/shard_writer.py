@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from qconvert.errors import QConvertError
-from qconvert.hf.safetensors_reader import INDEX_FILE, SINGLE_FILE, TensorEntry, _read_header
+from qconvert.hf.safetensors_reader import INDEX_FILE, SINGLE_FILE, TensorEntry, read_header
 
 PART_BYTES = 64 * 2**20
 COPY_CHUNK = 16 * 2**20
@@ -52,7 +52,7 @@ class ShardWriter:
     def close(self) -> None:
         if self.pending or not self.parts:
             self._spill()
-        entries = [e for part in self.parts for e in _read_header(part).values()]
+        entries = [e for part in self.parts for e in read_header(part).values()]
         shards: list[list[TensorEntry]] = [[]]
         size = 0
         for e in entries:  # in the order they were added
