@@ -11,7 +11,7 @@ peers' results through dense copies of their fake-quantized weights.
 qconvert runs twice: with --compute-dtype float32 (the peers' precision here) and auto (bfloat16 on
 this CPU, which has AMX).
 
-    .venv/bin/python scripts/bench_gptq.py [--layers 4] [--n-samples 64] [--seqlen 512]
+    .venv/bin/python scripts/bench_gptq.py [--layers 4] [--n-samples 64] [--seqlen 512] [--device cuda]
 """
 
 import argparse
@@ -44,7 +44,7 @@ def run_ours_inside(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     config = GPTQConfig(bits=args.bits, group_size=args.group_size, sym=args.sym, damp_percent=args.damp)
-    options = RunOptions(threads=args.threads, force=True, progress=False, dtype=parse_compute_dtype(args.dtype, "cpu"))
+    options = RunOptions(device=args.device, threads=args.threads, force=True, progress=False, dtype=parse_compute_dtype(args.dtype, args.device))
     layers = json.loads((args.model / "config.json").read_text())["num_hidden_layers"]
     start = time.perf_counter()
     quantize_gptq(args.model, args.out, CalibInput(file=args.calib), config, options)
@@ -58,7 +58,7 @@ def run(cmd: list, log: Path) -> None:
         subprocess.run([str(c) for c in cmd], check=False, stdout=f, stderr=subprocess.STDOUT, env=ENV, cwd=WORK)
 
 
-def quantize(tool: str, model: Path, calib: Path, bits: int, group_size: int, sym: bool, tag: str) -> tuple[dict, Path]:
+def quantize(tool: str, model: Path, calib: Path, bits: int, group_size: int, sym: bool, tag: str, device: str) -> tuple[dict, Path]:
     """Runs one tool; returns its result and the folder `qconvert ppl` can measure."""
     out = WORK / "out" / tag
     result_json = out.with_suffix(".json")
@@ -70,7 +70,7 @@ def quantize(tool: str, model: Path, calib: Path, bits: int, group_size: int, sy
         measured = out / "dense"
     else:
         cmd = [sys.executable, __file__, "--inside", "--model", model, "--calib", calib, "--bits", bits, "--group-size", group_size,
-               "--sym" if sym else "--asym", "--dtype", tool.split(":")[1], "--threads", THREADS, "--out", out, "--json", result_json]
+               "--sym" if sym else "--asym", "--dtype", tool.split(":")[1], "--device", device, "--threads", THREADS, "--out", out, "--json", result_json]
         measured = out
     run(cmd, out.with_suffix(".log"))
     if not result_json.exists():
@@ -123,6 +123,7 @@ def main() -> None:
     p.add_argument("--damp", type=float, default=0.01)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--threads", type=int, default=THREADS)
+    p.add_argument("--device", default="cpu", help="qconvert's device (cpu or cuda); the peers' runner is CPU-only")
     p.add_argument("--out", type=Path)
     p.add_argument("--json", type=Path)
     p.add_argument("--layers", type=int, default=4, help="decoder layers of the random hidden-1024 model")
@@ -152,7 +153,7 @@ def main() -> None:
             rows.append((model.name, setting, "round-to-nearest", {}, quality(rtn)))
         for tool in tools:
             tag = f"{model.name}-w{bits}g{group_size}{'s' if sym else 'a'}-{tool.replace(':', '-')}"
-            result, measured = quantize(tool, model, calib, bits, group_size, sym, tag)
+            result, measured = quantize(tool, model, calib, bits, group_size, sym, tag, args.device)
             q = quality(measured) if is_fixture and "error" not in result else {}
             rows.append((model.name, setting, result.get("tool", tool) if "error" not in result else tool, result, q))
             print(rows[-1], flush=True)
