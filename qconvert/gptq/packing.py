@@ -20,13 +20,15 @@ PACK = 32  # values per packed run
 
 
 def pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
-    """Pack (n, m) unsigned values < 2^bits along axis 1 (m a multiple of 32) → (n, m·bits/32) int32."""
+    """Pack (n, m) unsigned values < 2^bits along axis 1 → (n, m·bits/32) int32.
+
+    m must fill whole words: a multiple of 32/bits at 2, 4 and 8 bits, of 32 at 3 bits."""
     n, m = values.shape
-    assert m % PACK == 0, "callers check the widths"
-    if PACK % bits == 0:  # whole values per word: shift and add (the same bits, faster)
+    if PACK % bits == 0:  # whole values per word: shift and add (the same bits as the stream)
         per_word = PACK // bits
         v = values.astype(np.uint32).reshape(n, m // per_word, per_word) << (bits * np.arange(per_word, dtype=np.uint32))
         return v.sum(axis=-1, dtype=np.uint32).view(np.int32)
+    assert m % PACK == 0, "callers check the widths"
     v = values.astype(np.uint8).reshape(n, m // PACK, PACK, 1)
     stream = (v >> np.arange(bits, dtype=np.uint8)) & 1  # (n, runs, 32, bits): bit t of value j at stream bit bits·j + t
     packed = np.packbits(stream.reshape(n, m // PACK, PACK * bits), axis=-1, bitorder="little")
@@ -36,6 +38,10 @@ def pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
 def unpack_rows(words: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of pack_rows: (n, w) int32 → (n, w·32/bits) int32 values."""
     n, w = words.shape
+    if PACK % bits == 0:
+        per_word = PACK // bits
+        u = np.ascontiguousarray(words, dtype="<i4").view(np.uint32)[..., None] >> (bits * np.arange(per_word, dtype=np.uint32))
+        return (u & ((1 << bits) - 1)).astype(np.int32).reshape(n, w * per_word)
     stream = np.unpackbits(np.ascontiguousarray(words, dtype="<i4").view(np.uint8).reshape(n, w // bits, 4 * bits), axis=-1, bitorder="little")
     values = stream.reshape(n, w // bits, PACK, bits).astype(np.int32) << np.arange(bits, dtype=np.int32)
     return values.sum(axis=-1, dtype=np.int32).reshape(n, w * PACK // bits)

@@ -107,8 +107,9 @@ class GPTQAlgorithm:
         self.packed = {}
 
 
-def _check_widths(config: GPTQConfig, model: ModelConfig, ckpt: SafetensorsCheckpoint, block: DecoderBlock, where: Path) -> None:
-    """Packing needs in- and out-widths that are whole runs of 32 values; say so before any work."""
+def _check_widths(config: GPTQConfig, ckpt: SafetensorsCheckpoint, block: DecoderBlock, where: Path) -> None:
+    """Packing needs input widths of whole 32-value runs, and output widths that fill whole words
+    (at 3 bits whole runs too); say so before any work."""
     for name in block.linears:
         entry = ckpt.entries.get(f"{block.layers_path}.0.{name}.weight")
         if entry is None:
@@ -129,7 +130,7 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
         raise QConvertError("the model is already quantized", model_dir / "config.json", "give the original fp16/bf16/fp32 checkpoint")
     spec = arch_spec(model.architecture, model_dir / "config.json")
     ckpt = SafetensorsCheckpoint.open(model_dir)
-    _check_widths(config, model, ckpt, spec.block, model_dir)
+    _check_widths(config, ckpt, spec.block, model_dir)
     device = _device(options.device)
     tokenizer = load_tokenizer(model_dir)
     calib = resolve_calibration(tokenizer, calib_input, options.progress)

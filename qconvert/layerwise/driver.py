@@ -10,9 +10,9 @@ per sub-layer group; AWQ and the importance matrix need one stage for the whole 
 
 import logging
 import time
-from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -23,8 +23,8 @@ from tqdm import tqdm
 from qconvert.calib.store import CalibrationSet
 from qconvert.convert.arch import DecoderBlock
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
-from qconvert.layerwise.reuse import ChildOutputCache
 from qconvert.layerwise.heap import map_large_blocks, return_freed_memory
+from qconvert.layerwise.reuse import ChildOutputCache
 from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
 
 log = logging.getLogger(__name__)

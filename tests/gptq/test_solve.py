@@ -14,7 +14,7 @@ from qconvert.errors import QConvertError
 from qconvert.gptq.config import GPTQConfig
 from qconvert.gptq.grid import dequantize, grid_params, quantize_levels
 from qconvert.gptq.hessian import Hessian
-from qconvert.gptq.packing import pack_linear
+from qconvert.gptq.packing import dequantize_linear, pack_linear
 from qconvert.gptq.solve import gptq_quantize, inverse_hessian_factor, round_to_nearest
 from tests.gptq.unpack_reference import dequantize_reference
 
@@ -134,3 +134,15 @@ def test_asymmetric_grid_keeps_zero_points_storable():
     assert torch.all(zero >= 1)
     q = dequantize(quantize_levels(w, scale[:, None], zero[:, None], 15), scale[:, None], zero[:, None])
     assert torch.all((q - w).abs() <= scale[:, None] / 2 + 1e-6)  # nothing clipped at the top
+
+
+@pytest.mark.parametrize("bits, out_features", [(2, 48), (4, 40), (8, 36)])
+def test_output_widths_that_fill_whole_words_but_not_runs(bits, out_features):
+    # qzeros pack along the output width: 40 outputs are 5 words at 4 bits
+    w, h = _problem(out_features, 256, seed=out_features)
+    result = gptq_quantize(w, h, GPTQConfig(bits=bits, group_size=64, sym=False))
+    packed = {k: v.numpy() for k, v in pack_linear(result, bits).items()}
+    assert packed["qzeros"].shape == (4, out_features * bits // 32)
+    restored = dequantize_reference(packed["qweight"], packed["qzeros"], packed["scales"], packed["g_idx"], bits)
+    assert np.array_equal(restored, result.dequantized().numpy())
+    assert np.array_equal(dequantize_linear(*(torch.from_numpy(packed[k]) for k in ("qweight", "qzeros", "scales", "g_idx")), bits).numpy(), restored)
