@@ -110,12 +110,47 @@ def calib(model_dir: Path, calib_request: CalibRequest, out: Path, force: bool) 
 def gptq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_size: int, desc_act: bool, static_groups: bool, sym: bool, damp: float, true_sequential: bool, device: str, compute_dtype: str, threads: int | None, max_shard_size: str, force: bool) -> None:
     """Quantize MODEL_DIR with GPTQ into a checkpoint that transformers and vLLM load."""
     from qconvert.gptq.config import GPTQConfig
-    from qconvert.gptq.run import RunOptions, parse_compute_dtype, quantize_gptq
+    from qconvert.gptq.run import quantize_gptq
+    from qconvert.layerwise.session import RunOptions, parse_compute_dtype
     from qconvert.hf.shard_writer import parse_size
 
     config = GPTQConfig(bits=bits, group_size=group_size, sym=sym, desc_act=desc_act, static_groups=static_groups, damp_percent=damp, true_sequential=true_sequential)
     options = RunOptions(device=device, threads=threads, max_shard_bytes=parse_size(max_shard_size), force=force, progress=_progress(), dtype=parse_compute_dtype(compute_dtype, device))
     quantize_gptq(model_dir, out, calib_input, config, options)
+    click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@calibration_options
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The checkpoint folder to write.")
+@click.option("--bits", type=int, default=4, show_default=True, help="Bits per weight: 4 for a packed checkpoint; 2-8 steer the search with --export-compatible.")
+@click.option("--group-size", type=int, default=128, show_default=True, help="Input columns per scale/zero group, or -1 (one per output channel).")
+@click.option("--zero-point/--no-zero-point", default=True, show_default=True, help="Asymmetric grid with a zero point per group, or symmetric.")
+@click.option("--clip/--no-clip", default=True, show_default=True, help="Search a clipping range per group (not for q/k).")
+@click.option("--duo-scaling/--no-duo-scaling", default=True, show_default=True, help="Scales from activation and weight magnitudes (AutoAWQ's default), or activations alone.")
+@click.option("--export-compatible", is_flag=True, help="Write the scaled (and clipped) fp16 model, unquantized, for `qconvert gguf`.")
+@click.option("--gguf-type", default=None, help="With --export-compatible: the GGUF type you will make (q4_k_m, q3_k_m, ...); sets --bits/--group-size/--zero-point to its grid.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively, else float32. Scales, clipping and packing are float32.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
+@click.option("--max-shard-size", default="4GB", show_default=True, help="Largest safetensors shard.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def awq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_size: int, zero_point: bool, clip: bool, duo_scaling: bool, export_compatible: bool, gguf_type: str | None, device: str, compute_dtype: str, threads: int | None, max_shard_size: str, force: bool) -> None:
+    """Quantize MODEL_DIR with AWQ into a GEMM checkpoint, or bake AWQ's scaling into fp16 weights for a better GGUF."""
+    from qconvert.awq.config import AWQConfig
+    from qconvert.awq.run import gguf_search_grid, quantize_awq
+    from qconvert.hf.shard_writer import parse_size
+    from qconvert.layerwise.session import RunOptions, parse_compute_dtype
+
+    if gguf_type is not None:
+        if not export_compatible:
+            raise QConvertError("--gguf-type steers the fp16 export", "--gguf-type", "add --export-compatible")
+        bits, group_size, zero_point = gguf_search_grid(model_dir, gguf_type)
+        click.echo(f"searching against {gguf_type}'s grid: {bits} bits, group size {group_size}, {'asymmetric' if zero_point else 'symmetric'}", err=True)
+    config = AWQConfig(bits=bits, group_size=group_size, zero_point=zero_point, clip=clip, duo_scaling=duo_scaling, export_compatible=export_compatible)
+    options = RunOptions(device=device, threads=threads, max_shard_bytes=parse_size(max_shard_size), force=force, progress=_progress(), dtype=parse_compute_dtype(compute_dtype, device))
+    quantize_awq(model_dir, out, calib_input, config, options)
     click.echo(f"wrote {out}")
 
 

@@ -12,16 +12,33 @@ from qconvert.errors import QConvertError
 
 
 @dataclass(frozen=True)
+class ScalingGroup:
+    """One of AWQ's scaling groups: per-input-channel scales multiply `linears` (which read the
+    same input) and divide `prev`, the norm or linear whose output that input is; the scales are
+    searched by running `inspect` (the smallest module containing the linears) on the input.
+    With `prev` a linear, the group applies only where prev's output width equals the linears'
+    input width (AutoAWQ skips v → o under GQA that way)."""
+
+    prev: str
+    linears: tuple[str, ...]
+    inspect: str
+
+
+@dataclass(frozen=True)
 class DecoderBlock:
     """The quantizable linears of one decoder layer, by their names inside the layer module.
 
     `sequential` is the sub-layer order of GPTQ's true-sequential mode (AutoGPTQ's
     inside_layer_modules): each group's inputs are captured after the groups before it are
     quantized. Linears in one group read the same input, so they share one Hessian.
+    `scaling` is AWQ's scaling groups, in AutoAWQ's order; `no_clip` the linears whose weights
+    AWQ does not clip (attention scores are too sensitive to q and k).
     """
 
     layers_path: str  # where the decoder layers sit in the HF module tree and the checkpoint
     sequential: tuple[tuple[str, ...], ...]
+    scaling: tuple[ScalingGroup, ...] = ()
+    no_clip: tuple[str, ...] = ()
 
     @property
     def linears(self) -> tuple[str, ...]:
@@ -36,6 +53,13 @@ LLAMA_BLOCK = DecoderBlock(
         ("mlp.up_proj", "mlp.gate_proj"),
         ("mlp.down_proj",),
     ),
+    scaling=(
+        ScalingGroup("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "self_attn"),
+        ScalingGroup("self_attn.v_proj", ("self_attn.o_proj",), "self_attn.o_proj"),
+        ScalingGroup("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp"),
+        ScalingGroup("mlp.up_proj", ("mlp.down_proj",), "mlp.down_proj"),
+    ),
+    no_clip=("self_attn.q_proj", "self_attn.k_proj"),
 )
 
 

@@ -6,6 +6,10 @@ An algorithm captures its linears' inputs in stages. Within a stage every listed
 observed in one forward pass, which stops as soon as the last one is seen; the algorithm then
 processes the stage's groups before the next stage runs. GPTQ's true-sequential mode is one stage
 per sub-layer group; AWQ and the importance matrix need one stage for the whole layer.
+
+The next layer reads either this layer's outputs recomputed after the algorithm changed it
+(GPTQ: the quantization error of earlier layers is seen by later ones), or the outputs of the
+layer as loaded, taken from the first stage's pass (AWQ, as AutoAWQ does).
 """
 
 import logging
@@ -14,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -33,15 +37,32 @@ Group = tuple[str, ...]  # linears of one layer that read the same input, named 
 BATCH_TOKENS = 8192  # calibration tokens per forward call: bounds the attention scratch memory
 
 
+@dataclass
+class LayerCalls:
+    """How the driver calls the current layer on each batch, for algorithms that run the layer's
+    children on captured inputs themselves (AWQ's scale search)."""
+
+    kwargs: list[dict[str, Any]]  # per batch: the layer's arguments besides the hidden states
+    token_mask: list[torch.Tensor]  # per batch (b, seq) bool: real tokens, padding excluded
+
+
+def real_tokens(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(b, seq, width) activations → (tokens, width), padding positions left out."""
+    return x.reshape(-1, x.shape[-1]) if bool(mask.all()) else x[mask]
+
+
 class LayerAlgorithm(Protocol):
+    # True: the next layer reads the outputs of this layer as loaded, before process() changed it
+    propagate_original: bool
+
     def stages(self, block: DecoderBlock) -> Sequence[Sequence[Group]]:
         """The input groups to observe, stage by stage."""
 
-    def observe(self, layer_index: int, group: Group, x: torch.Tensor) -> None:
-        """The inputs of `group`'s linears for one batch: (tokens, in_features), padding left out."""
+    def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
+        """The input of `group`'s linears for one batch, (b, seq, in_features), and its real-token mask."""
 
-    def process(self, layer_index: int, layer: nn.Module, group: Group) -> None:
-        """All calibration inputs of `group` have been observed: change the layer in place."""
+    def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
+        """All calibration inputs of the stage's groups have been observed: change the layer in place."""
 
     def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
         """The layer is done and its outputs computed; it is released after this returns."""
@@ -66,18 +87,24 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
         layer = skeleton.load_layer(index)
-        cache = ChildOutputCache(layer)
+        # one pass per stage in GPTQ's mode: children whose weights did not change are not rerun
+        cache = None if algorithm.propagate_original else ChildOutputCache(layer)
         forward = partial(_forward, layer, index, inputs, cache)
+        calls = LayerCalls([kwargs[index] for kwargs in inputs.kwargs], inputs.token_mask)
         try:
             with torch.inference_mode():
+                originals = None
                 for stage in algorithm.stages(block):
-                    _observe(layer, index, stage, inputs, algorithm, forward)
-                    for group in stage:
-                        algorithm.process(index, layer, group)
-                        cache.weights_changed(group)
-                inputs.hidden = [forward(b) for b in range(len(inputs.hidden))]
+                    outputs = _observe(layer, index, stage, inputs, algorithm, forward, keep_outputs=algorithm.propagate_original and originals is None)
+                    originals = outputs if originals is None else originals
+                    algorithm.process(index, layer, stage, calls)
+                    if cache is not None:
+                        for group in stage:
+                            cache.weights_changed(group)
+                inputs.hidden = originals if algorithm.propagate_original else [forward(b) for b in range(len(inputs.hidden))]
         finally:
-            cache.close()
+            if cache is not None:
+                cache.close()
         algorithm.finish_layer(index, layer)
         skeleton.release_layer(index)
         return_freed_memory()
@@ -86,37 +113,40 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
         log.info("layer %d done, %.1f s so far", index, elapsed)
 
 
-def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: ChildOutputCache, b: int) -> torch.Tensor:
-    cache.start_pass(b)
+def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: ChildOutputCache | None, b: int) -> torch.Tensor:
+    if cache is not None:
+        cache.start_pass(b)
     out = layer(inputs.hidden[b], **inputs.kwargs[b][index])
     return out[0] if isinstance(out, tuple) else out
 
 
-def _observe(layer: nn.Module, index: int, stage: Sequence[Group], inputs: LayerInputs, algorithm: LayerAlgorithm, forward: Callable[[int], torch.Tensor]) -> None:
-    """One forward pass per batch with a hook on the first linear of each group; stops once all were seen."""
+def _observe(
+    layer: nn.Module, index: int, stage: Sequence[Group], inputs: LayerInputs, algorithm: LayerAlgorithm, forward: Callable[[int], torch.Tensor], keep_outputs: bool
+) -> list[torch.Tensor] | None:
+    """One forward pass per batch with a hook on the first linear of each group. The pass stops once
+    all were seen, unless the layer's outputs are wanted (then they are returned)."""
     seen: set[Group] = set()
-    mask: torch.Tensor | None = None
+    b = 0
 
     def hook_for(group: Group) -> Callable:
         def hook(module: nn.Module, args: tuple) -> None:
-            x = args[0]
-            x = x.reshape(-1, x.shape[-1]) if bool(mask.all()) else x[mask]
-            algorithm.observe(index, group, x)
+            algorithm.observe(index, group, args[0], inputs.token_mask[b])
             seen.add(group)
-            if len(seen) == len(stage):
+            if len(seen) == len(stage) and not keep_outputs:
                 raise StopForward
 
         return hook
 
+    outputs = []
     handles = [layer.get_submodule(group[0]).register_forward_pre_hook(hook_for(group)) for group in stage]
     try:
         for b in range(len(inputs.hidden)):
             seen.clear()
-            mask = inputs.token_mask[b]
             try:
-                forward(b)
+                outputs.append(forward(b))
             except StopForward:
                 pass
     finally:
         for h in handles:
             h.remove()
+    return outputs if keep_outputs else None

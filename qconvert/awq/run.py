@@ -1,0 +1,212 @@
+"""`qconvert awq`: AWQ layer by layer, into an AWQ GEMM checkpoint or a scaled fp16 checkpoint.
+
+Per decoder layer (AutoAWQ's order): the inputs of every linear are captured with the layer as
+loaded, and its outputs feed the next layer unchanged; each scaling group's scales are searched
+against the original weights, then all are folded into the weights (and the previous norm or
+linear); then clipping ranges are searched on the scaled weights; then the weights are packed,
+or, with export_compatible, written scaled and clipped in fp16.
+"""
+
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qconvert import __version__
+from qconvert.awq.config import PACKED_WIDTH, AWQConfig
+from qconvert.awq.grid import quantize
+from qconvert.awq.packing import pack_gemm
+from qconvert.awq.search import apply_clip, search_clip, search_scales, weight_magnitude
+from qconvert.calib.options import CalibInput
+from qconvert.convert.arch import DecoderBlock, ScalingGroup
+from qconvert.errors import QConvertError
+from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config
+from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.hf.shard_writer import ShardWriter
+from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
+from qconvert.layerwise.session import RunOptions, linear_shapes, open_session
+from qconvert.outputs import atomic_output_dir
+
+log = logging.getLogger(__name__)
+
+
+def quantization_config(config: AWQConfig) -> dict:
+    """config.json's quantization_config for the GEMM format, as AutoAWQ writes it. A symmetric grid
+    is stored with explicit zeros of 2^(b−1), which every GEMM loader reads: zero_point stays true."""
+    return {
+        "quant_method": "awq",
+        "version": "gemm",
+        "bits": config.bits,
+        "group_size": config.group_size,
+        "zero_point": True,
+        "modules_to_not_convert": None,
+        "meta": {"quantizer": [f"qconvert:{__version__}"], "zero_point_searched": config.zero_point, "clip": config.clip},
+    }
+
+
+def _first(out: object) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _takes_layer_kwargs(module: nn.Module) -> bool:
+    """Attention needs the layer's attention mask and position embeddings; linears and MLPs take x alone."""
+    return "attention_mask" in inspect.signature(module.forward).parameters
+
+
+class AWQAlgorithm:
+    """The AWQ side of the layer-wise driver."""
+
+    propagate_original = True  # AutoAWQ feeds each layer the unquantized outputs of the one before
+
+    def __init__(self, config: AWQConfig, writer: ShardWriter, block: DecoderBlock, ckpt: SafetensorsCheckpoint):
+        self.config, self.writer, self.block, self.ckpt = config, writer, block, ckpt
+        self.inputs: dict[frozenset, list[torch.Tensor]] = {}  # per input group: (b, seq, in) per batch
+        self.weights: dict[str, torch.Tensor] = {}  # the layer's tensors in float32, scaled and clipped
+
+    def stages(self, block: DecoderBlock) -> list[list[Group]]:
+        return [list(block.sequential)]
+
+    def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
+        self.inputs.setdefault(frozenset(group), []).append(x)
+
+    def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
+        prefix = f"{self.block.layers_path}.{layer_index}"
+        self.weights = {name: torch.from_numpy(self.ckpt.load(f"{prefix}.{name}")).float() for name in layer.state_dict()}
+        groups = [g for g in self.block.scaling if self._applies(g)]
+        found = [self._search_scales(layer, g, calls) for g in groups]  # all against the original weights
+        applied: dict[frozenset, torch.Tensor] = {}
+        for group, s in zip(groups, found):
+            self._fold(group, s)
+            applied[frozenset(group.linears)] = s
+        if self.config.clip:
+            for key, batches in self.inputs.items():
+                clipped = [name for name in sorted(key) if name not in self.block.no_clip]
+                if clipped:
+                    x = self._clip_sample(batches, calls)
+                    x = x / applied[key] if key in applied else x
+                    for name in clipped:
+                        self._clip(name, x)
+        self.inputs = {}
+
+    def _applies(self, group: ScalingGroup) -> bool:
+        prev = self.weights[f"{group.prev}.weight"]
+        return prev.dim() == 1 or prev.shape[0] == self.weights[f"{group.linears[0]}.weight"].shape[1]
+
+    def _search_scales(self, layer: nn.Module, group: ScalingGroup, calls: LayerCalls) -> torch.Tensor:
+        cfg = self.config
+        batches, masks = self.inputs[frozenset(group.linears)], calls.token_mask
+        tokens = sum(int(m.sum()) for m in masks)
+        x_mean = sum(real_tokens(x, m).abs().float().sum(0) for x, m in zip(batches, masks)) / tokens
+        w_mean = weight_magnitude([self.weights[f"{n}.weight"] for n in group.linears], cfg.group_size) if cfg.duo_scaling else None
+        module = layer.get_submodule(group.inspect)
+        kwargs = calls.kwargs if _takes_layer_kwargs(module) else [{}] * len(batches)
+        reference = [_first(module(x, **kw)) for x, kw in zip(batches, kwargs)]
+        linears = [layer.get_submodule(n) for n in group.linears]
+        originals = [linear.weight.data for linear in linears]
+
+        def loss(s: torch.Tensor) -> float:
+            for name, linear in zip(group.linears, linears):
+                w = self.weights[f"{name}.weight"]
+                trial = quantize(w * s, cfg.bits, cfg.group_size, cfg.zero_point).dequantized / s
+                linear.weight.data = trial.to(linear.weight.dtype)
+            total = 0.0
+            for x, kw, ref, m in zip(batches, kwargs, reference, masks):
+                total += float(real_tokens(_first(module(x, **kw)) - ref, m).float().pow(2).sum())
+            return total / (tokens * reference[0].shape[-1])
+
+        try:
+            s, ratio = search_scales(x_mean, w_mean, loss, cfg.n_grid)
+        except ValueError:
+            raise QConvertError(f"AWQ found no finite scale for {'+'.join(group.linears)}", "the model or the calibration set", "check the checkpoint for inf/NaN weights") from None
+        finally:
+            for linear, w in zip(linears, originals):
+                linear.weight.data = w
+        log.debug("%s: best ratio %.2f", group.inspect, ratio)
+        return s
+
+    def _fold(self, group: ScalingGroup, s: torch.Tensor) -> None:
+        """prev's output divided by s, the linears' inputs multiplied by it: the function is unchanged."""
+        prev_weight = self.weights[f"{group.prev}.weight"]
+        self.weights[f"{group.prev}.weight"] = prev_weight / (s if prev_weight.dim() == 1 else s[:, None])
+        if f"{group.prev}.bias" in self.weights:
+            self.weights[f"{group.prev}.bias"] = self.weights[f"{group.prev}.bias"] / s
+        for name in group.linears:
+            self.weights[f"{name}.weight"] = self.weights[f"{name}.weight"] * s
+
+    def _clip_sample(self, batches: list[torch.Tensor], calls: LayerCalls) -> torch.Tensor:
+        """About clip_tokens calibration tokens at an even stride (AutoAWQ's subsampling)."""
+        x = torch.cat([real_tokens(b, m) for b, m in zip(batches, calls.token_mask)])
+        return x[:: max(1, x.shape[0] // self.config.clip_tokens)].float()
+
+    def _clip(self, name: str, x: torch.Tensor) -> None:
+        cfg = self.config
+        key = f"{name}.weight"
+        limits = search_clip(self.weights[key], x, cfg.bits, cfg.group_size, cfg.zero_point, cfg.n_grid, cfg.max_shrink)
+        self.weights[key] = apply_clip(self.weights[key], limits, cfg.group_size)
+
+    def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
+        prefix = f"{self.block.layers_path}.{layer_index}"
+        cfg = self.config
+        for name, tensor in self.weights.items():
+            module = name.rsplit(".", 1)[0]
+            if not cfg.export_compatible and name.endswith(".weight") and module in self.block.linears:
+                q = quantize(tensor, cfg.bits, cfg.group_size, cfg.zero_point)
+                for key, packed in pack_gemm(q.q, q.zeros, q.scales).items():
+                    self.writer.add(f"{prefix}.{module}.{key}", packed)
+                continue
+            half = tensor.half()
+            if not torch.isfinite(half).all():
+                raise QConvertError(f"{prefix}.{name} does not fit in fp16 after scaling", "AWQ", "try --no-duo-scaling, or report the model")
+            self.writer.add(f"{prefix}.{name}", half)
+        self.weights = {}
+
+
+def _check_widths(config: AWQConfig, shapes: dict[str, tuple[int, int]], where: Path) -> None:
+    """The GEMM format needs the group size to divide every input width and output widths of whole words."""
+    if config.export_compatible:
+        return
+    ins = sorted({i for _, i in shapes.values()})
+    for name, (out_features, in_features) in shapes.items():
+        if out_features % PACKED_WIDTH:
+            raise QConvertError(f"{name} has {out_features} outputs: the AWQ GEMM format packs them {PACKED_WIDTH} to a word", where, "use --export-compatible")
+        if config.group_size != -1 and in_features % config.group_size:
+            fits = [g for g in (16, 32, 64, 128, 256) if all(i % g == 0 for i in ins)] + [-1]
+            raise QConvertError(
+                f"group size {config.group_size} does not divide {name}'s input width {in_features}, as the AWQ GEMM format needs",
+                where,
+                f"group sizes that fit every width ({', '.join(map(str, ins))}): {', '.join(map(str, fits))}; or --export-compatible",
+            )
+
+
+def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config: AWQConfig, options: RunOptions = RunOptions()) -> Path:
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    session = open_session(model_dir, out_dir, options)
+    _check_widths(config, linear_shapes(session), model_dir)
+    calib = session.calibration(calib_input, "AWQ", options.progress)
+    with atomic_output_dir(out_dir, options.force) as tmp:
+        writer = ShardWriter(tmp, options.max_shard_bytes)
+        algorithm = AWQAlgorithm(config, writer, session.spec.block, session.ckpt)
+        run_layerwise(model_dir, session.spec.block, session.ckpt, calib, algorithm, DriverOptions(session.device, options.dtype, options.progress, "awq"))
+        session.write_outside_layers(writer)
+        writer.close()
+        write_config(tmp, session.model.raw, None if config.export_compatible else quantization_config(config))
+        copy_tokenizer_files(model_dir, tmp)
+    log.info("wrote %s", out_dir)
+    return out_dir
+
+
+def gguf_search_grid(model_dir: Path, gguf_type: str) -> tuple[int, int, bool]:
+    """(bits, group size, zero point) of the grid most weights of a `gguf_type` GGUF of this model get."""
+    from qconvert.awq.config import gguf_grid
+    from qconvert.convert.arch import arch_spec
+    from qconvert.hf.config import ModelConfig
+    from qconvert.quant.file_types import parse_file_type
+
+    file_type = parse_file_type(gguf_type, "--gguf-type")
+    model = ModelConfig.from_dir(Path(model_dir))
+    block = arch_spec(model.architecture, Path(model_dir) / "config.json").block
+    ckpt = SafetensorsCheckpoint.open(Path(model_dir))
+    return gguf_grid(file_type, [ckpt.entries[f"{block.layers_path}.0.{name}.weight"].shape[1] for name in block.linears])

@@ -1,0 +1,105 @@
+"""What every layer-wise quantizer (GPTQ, AWQ, ...) does around the driver: check the output path, the
+model and the calibration set before any work, and write the tensors outside the decoder layers."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qconvert.calib.build import resolve_calibration
+from qconvert.calib.options import CalibInput
+from qconvert.calib.store import CalibrationSet
+from qconvert.calib.tokenize import load_tokenizer
+from qconvert.convert.arch import ArchSpec, arch_spec
+from qconvert.errors import QConvertError
+from qconvert.hf.config import ModelConfig
+from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.hf.shard_writer import ShardWriter
+from qconvert.outputs import check_output_path
+
+MIN_CALIB_TOKENS = 1024  # fewer make Hessians of rank far below any real width, and AWQ's statistics noise
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    device: str = "cpu"
+    threads: int | None = None
+    max_shard_bytes: int = 4 * 10**9
+    force: bool = False
+    progress: bool = True
+    dtype: torch.dtype = torch.float32  # of the calibration forwards (the CLI's default is auto); the algorithms' math is float32
+
+
+@dataclass
+class Session:
+    model: ModelConfig
+    spec: ArchSpec
+    ckpt: SafetensorsCheckpoint
+    tokenizer: object
+    device: torch.device
+
+    def calibration(self, calib_input: CalibInput, method: str, progress: bool) -> CalibrationSet:
+        calib = resolve_calibration(self.tokenizer, calib_input, progress)
+        tokens = int(calib.attention_mask.sum())
+        if tokens < MIN_CALIB_TOKENS:
+            raise QConvertError(
+                f"the calibration set holds {tokens} tokens; {method} needs at least {MIN_CALIB_TOKENS}", "calibration", "give more text, or more or longer samples"
+            )
+        return calib
+
+    def write_outside_layers(self, writer: ShardWriter) -> None:
+        """Embeddings, final norm, lm_head: unquantized, fp16."""
+        for name in self.ckpt.entries:
+            if not name.startswith(f"{self.spec.block.layers_path}."):
+                writer.add(name, torch.from_numpy(self.ckpt.load(name)).half())
+
+
+def open_session(model_dir: Path, out_dir: Path, options: RunOptions) -> Session:
+    """The checks that need no calibration: output path, an unquantized model of a known architecture, the device."""
+    check_output_path(out_dir, options.force, folder=True)
+    model = ModelConfig.from_dir(model_dir)
+    if model.raw.get("quantization_config"):
+        raise QConvertError("the model is already quantized", model_dir / "config.json", "give the original fp16/bf16/fp32 checkpoint")
+    spec = arch_spec(model.architecture, model_dir / "config.json")
+    ckpt = SafetensorsCheckpoint.open(model_dir)
+    for name in spec.block.linears:
+        if f"{spec.block.layers_path}.0.{name}.weight" not in ckpt.entries:
+            raise QConvertError(f"checkpoint has no {spec.block.layers_path}.0.{name}.weight", model_dir, "is it a complete checkpoint of the architecture config.json names?")
+    device = _device(options.device)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    return Session(model, spec, ckpt, load_tokenizer(model_dir), device)
+
+
+def linear_shapes(session: Session) -> dict[str, tuple[int, int]]:
+    """(out, in) of each quantizable linear, from layer 0."""
+    block = session.spec.block
+    return {name: tuple(session.ckpt.entries[f"{block.layers_path}.0.{name}.weight"].shape) for name in block.linears}
+
+
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _native_bf16_cpu() -> bool:
+    # private torch helpers (2.3 on): AMX tiles or AVX512-BF16 instructions
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check() for check in checks if check is not None)
+
+
+def parse_compute_dtype(name: str, device: str) -> torch.dtype:
+    """auto: bfloat16 where the hardware computes it natively (CUDA; CPUs with AMX or AVX512-BF16), else float32."""
+    if name == "auto":
+        if device == "cuda":
+            return torch.bfloat16
+        return torch.bfloat16 if _native_bf16_cpu() else torch.float32
+    if name not in COMPUTE_DTYPES:
+        raise QConvertError(f"unknown compute dtype {name!r}", "--compute-dtype", f"choose auto or one of {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise QConvertError("no CUDA device is available to this torch", "--device cuda", "use --device cpu, or install a CUDA build of torch")
+    if name not in ("cpu", "cuda"):
+        raise QConvertError(f"unknown device {name!r}", "--device", "choose cpu or cuda")
+    return torch.device(name)
