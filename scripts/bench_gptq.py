@@ -40,7 +40,8 @@ def run_ours_inside(args: argparse.Namespace) -> None:
 
     from qconvert.calib.options import CalibInput
     from qconvert.gptq.config import GPTQConfig
-    from qconvert.gptq.run import RunOptions, parse_compute_dtype, quantize_gptq
+    from qconvert.gptq.run import quantize_gptq
+    from qconvert.layerwise.session import RunOptions, parse_compute_dtype
 
     torch.set_num_threads(args.threads)
     config = GPTQConfig(bits=args.bits, group_size=args.group_size, sym=args.sym, damp_percent=args.damp)
