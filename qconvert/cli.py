@@ -127,28 +127,32 @@ def gptq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_s
 @click.option("--bits", type=int, default=4, show_default=True, help="Bits per weight: 4 for a packed checkpoint; 2-8 steer the search with --export-compatible.")
 @click.option("--group-size", type=int, default=128, show_default=True, help="Input columns per scale/zero group, or -1 (one per output channel).")
 @click.option("--zero-point/--no-zero-point", default=True, show_default=True, help="Asymmetric grid with a zero point per group, or symmetric.")
-@click.option("--clip/--no-clip", default=True, show_default=True, help="Search a clipping range per group (not for q/k).")
+@click.option("--clip/--no-clip", default=None, help="Search a clipping range per group (not for q/k) [default: on, off with --gguf-type: llama.cpp picks its own ranges].")
 @click.option("--duo-scaling/--no-duo-scaling", default=True, show_default=True, help="Scales from activation and weight magnitudes (AutoAWQ's default), or activations alone.")
+@click.option("--search-tokens", type=int, default=16384, show_default=True, help="Calibration tokens the scale search's loss runs on (evenly spread whole batches); 0: all, as AutoAWQ. Statistics use every token.")
 @click.option("--export-compatible", is_flag=True, help="Write the scaled (and clipped) fp16 model, unquantized, for `qconvert gguf`.")
-@click.option("--gguf-type", default=None, help="With --export-compatible: the GGUF type you will make (q4_k_m, q3_k_m, ...); sets --bits/--group-size/--zero-point to its grid.")
+@click.option("--gguf-type", default=None, help="The GGUF type the export is for (q4_k_m, q3_k_m, ...; implies --export-compatible): each trial is quantized as llama.cpp will store that tensor.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively, else float32. Scales, clipping and packing are float32.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
 @click.option("--max-shard-size", default="4GB", show_default=True, help="Largest safetensors shard.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def awq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_size: int, zero_point: bool, clip: bool, duo_scaling: bool, export_compatible: bool, gguf_type: str | None, device: str, compute_dtype: str, threads: int | None, max_shard_size: str, force: bool) -> None:
+def awq(model_dir: Path, calib_input: CalibInput, out: Path, bits: int, group_size: int, zero_point: bool, clip: bool | None, duo_scaling: bool, search_tokens: int, export_compatible: bool, gguf_type: str | None, device: str, compute_dtype: str, threads: int | None, max_shard_size: str, force: bool) -> None:
     """Quantize MODEL_DIR with AWQ into a GEMM checkpoint, or bake AWQ's scaling into fp16 weights for a better GGUF."""
     from qconvert.awq.config import AWQConfig
     from qconvert.awq.run import gguf_search_grid, quantize_awq
     from qconvert.hf.shard_writer import parse_size
     from qconvert.layerwise.session import RunOptions, parse_compute_dtype
 
+    file_type = None
     if gguf_type is not None:
-        if not export_compatible:
-            raise QConvertError("--gguf-type steers the fp16 export", "--gguf-type", "add --export-compatible")
-        bits, group_size, zero_point = gguf_search_grid(model_dir, gguf_type)
-        click.echo(f"searching against {gguf_type}'s grid: {bits} bits, group size {group_size}, {'asymmetric' if zero_point else 'symmetric'}", err=True)
-    config = AWQConfig(bits=bits, group_size=group_size, zero_point=zero_point, clip=clip, duo_scaling=duo_scaling, export_compatible=export_compatible)
+        export_compatible = True
+        file_type, bits, group_size, zero_point = gguf_search_grid(model_dir, gguf_type)
+    if clip is None:
+        clip = gguf_type is None
+    config = AWQConfig(
+        bits=bits, group_size=group_size, zero_point=zero_point, clip=clip, duo_scaling=duo_scaling, search_tokens=search_tokens, export_compatible=export_compatible, gguf_type=file_type
+    )
     options = RunOptions(device=device, threads=threads, max_shard_bytes=parse_size(max_shard_size), force=force, progress=_progress(), dtype=parse_compute_dtype(compute_dtype, device))
     quantize_awq(model_dir, out, calib_input, config, options)
     click.echo(f"wrote {out}")

@@ -48,7 +48,7 @@ def describe_gguf(path: Path) -> list[str]:
 def _quantization(qc: dict | None) -> list[str]:
     if not qc:
         return []
-    fields = ", ".join(f"{k} {qc[k]}" for k in ("bits", "group_size", "sym", "desc_act") if k in qc)
+    fields = ", ".join(f"{k} {qc[k]}" for k in ("bits", "group_size", "sym", "desc_act", "zero_point") if k in qc)
     return [f"  quantization: {qc.get('quant_method')} ({qc.get('checkpoint_format', qc.get('version', '?'))}): {fields}"]
 
 

@@ -56,6 +56,27 @@ def ppl_json(*args: object) -> dict:
     return json.loads(result.stdout)
 
 
+def assert_one_error(result: CliResult, message: str, parent: Path) -> None:
+    """Exit code 2, one error line naming `message`, and nothing left in the output's parent folder."""
+    assert result.rc == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert list(parent.iterdir()) == []
+
+
+# The bundled calibration set, cut smaller than the defaults (128 × 512) to keep the suite fast.
+CALIB_ARGS = ("--n-samples", "64", "--seqlen", "256")
+
+
+@pytest.fixture(scope="session")
+def calib_file(tmp_path_factory) -> Path:
+    """A calibration file of the fixture's tokenizer, for GPTQ, AWQ and the random Llama models."""
+    out = tmp_path_factory.mktemp("calib") / "calib.safetensors"
+    result = run_cli("calib", FIXTURE, "-o", out, *CALIB_ARGS)
+    assert result.rc == 0, result.stderr
+    return out
+
+
 @pytest.fixture(scope="session")
 def llama_tools() -> None:
     """The bundled llama.cpp build must be there: `make test` builds it before the suite runs."""

@@ -24,13 +24,23 @@ class AWQConfig:
     n_grid: int = 20  # ratios tried by the scale search; clip shrinks by 1/n_grid steps
     max_shrink: float = 0.5  # clipping tries ranges down to (1 - max_shrink) of the group's absmax
     clip_tokens: int = 512  # calibration tokens the clip search subsamples
+    # Calibration tokens the scale search's loss is measured on (whole batches, spread evenly over the
+    # set; 0: all, as AutoAWQ). The activation statistics always use every token.
+    search_tokens: int = 16384
+    # A GGUF file type the fp16 export is meant for: the search then fake-quantizes each linear as
+    # llama.cpp will in that file (bits, group_size and zero_point only steer the weight statistics).
+    gguf_type: FileType | None = None
 
     def __post_init__(self) -> None:
+        if self.gguf_type is not None and not self.export_compatible:
+            raise QConvertError("--gguf-type steers the fp16 export", "--gguf-type", "add --export-compatible")
         if self.export_compatible:
             if self.bits not in EXPORT_BITS:
                 raise QConvertError(f"unsupported bits {self.bits}", "--bits", "the scale search takes 2 to 8 bits")
         elif self.bits != PACKED_BITS:
             raise QConvertError(f"AWQ GEMM checkpoints hold 4-bit weights, not {self.bits}-bit", "--bits", "use --bits 4, or --export-compatible to steer the search for a GGUF")
+        if self.search_tokens < 0:
+            raise QConvertError(f"search tokens {self.search_tokens} is negative", "--search-tokens", "give 0 (all) or a token count")
         if self.group_size != -1 and self.group_size < 1:
             raise QConvertError(f"unsupported group size {self.group_size}", "--group-size", "give a positive group size (e.g. 32, 64, 128), or -1 for one per output channel")
 

@@ -63,4 +63,7 @@ def quantize(w: torch.Tensor, bits: int, group_size: int, zero_point: bool) -> Q
         deqs.append(((q - zero) * scale).reshape(rows, -1))
         scales.append(scale.squeeze(-1))
         zeros.append(zero.squeeze(-1))
-    return Quantized(torch.cat(qs, 1).to(torch.int32), torch.cat(scales, 1), torch.cat(zeros, 1).to(torch.int32), torch.cat(deqs, 1))
+    def join(parts: list[torch.Tensor]) -> torch.Tensor:
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    return Quantized(join(qs).to(torch.int32), join(scales), join(zeros).to(torch.int32), join(deqs))

@@ -9,7 +9,7 @@ or, with export_compatible, written scaled and clipped in fp16.
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from qconvert.awq.config import PACKED_WIDTH, AWQConfig
 from qconvert.awq.grid import quantize
 from qconvert.awq.packing import pack_gemm
 from qconvert.awq.search import apply_clip, search_clip, search_scales, weight_magnitude
+from qconvert.awq.trial import GGUFTrial, GridTrial
 from qconvert.calib.options import CalibInput
 from qconvert.convert.arch import DecoderBlock, ScalingGroup
 from qconvert.errors import QConvertError
@@ -27,8 +28,10 @@ from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
-from qconvert.layerwise.session import RunOptions, linear_shapes, open_session
+from qconvert.layerwise.session import RunOptions, Session, linear_shapes, open_session
 from qconvert.outputs import atomic_output_dir
+from qconvert.quant.file_types import FileType
+from qconvert.quant.tensor_types import ModelShape
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,8 @@ class AWQAlgorithm:
 
     propagate_original = True  # AutoAWQ feeds each layer the unquantized outputs of the one before
 
-    def __init__(self, config: AWQConfig, writer: ShardWriter, block: DecoderBlock, ckpt: SafetensorsCheckpoint):
-        self.config, self.writer, self.block, self.ckpt = config, writer, block, ckpt
+    def __init__(self, config: AWQConfig, writer: ShardWriter, block: DecoderBlock, ckpt: SafetensorsCheckpoint, trial: GridTrial | GGUFTrial):
+        self.config, self.writer, self.block, self.ckpt, self.trial = config, writer, block, ckpt, trial
         self.inputs: dict[frozenset, list[torch.Tensor]] = {}  # per input group: (b, seq, in) per batch
         self.weights: dict[str, torch.Tensor] = {}  # the layer's tensors in float32, scaled and clipped
 
@@ -76,7 +79,7 @@ class AWQAlgorithm:
         prefix = f"{self.block.layers_path}.{layer_index}"
         self.weights = {name: torch.from_numpy(self.ckpt.load(f"{prefix}.{name}")).float() for name in layer.state_dict()}
         groups = [g for g in self.block.scaling if self._applies(g)]
-        found = [self._search_scales(layer, g, calls) for g in groups]  # all against the original weights
+        found = [self._search_scales(layer_index, layer, g, calls) for g in groups]  # all against the original weights
         applied: dict[frozenset, torch.Tensor] = {}
         for group, s in zip(groups, found):
             self._fold(group, s)
@@ -95,28 +98,26 @@ class AWQAlgorithm:
         prev = self.weights[f"{group.prev}.weight"]
         return prev.dim() == 1 or prev.shape[0] == self.weights[f"{group.linears[0]}.weight"].shape[1]
 
-    def _search_scales(self, layer: nn.Module, group: ScalingGroup, calls: LayerCalls) -> torch.Tensor:
+    def _search_scales(self, layer_index: int, layer: nn.Module, group: ScalingGroup, calls: LayerCalls) -> torch.Tensor:
         cfg = self.config
         batches, masks = self.inputs[frozenset(group.linears)], calls.token_mask
         tokens = sum(int(m.sum()) for m in masks)
         x_mean = sum(real_tokens(x, m).abs().float().sum(0) for x, m in zip(batches, masks)) / tokens
         w_mean = weight_magnitude([self.weights[f"{n}.weight"] for n in group.linears], cfg.group_size) if cfg.duo_scaling else None
         module = layer.get_submodule(group.inspect)
-        kwargs = calls.kwargs if _takes_layer_kwargs(module) else [{}] * len(batches)
-        reference = [_first(module(x, **kw)) for x, kw in zip(batches, kwargs)]
         linears = [layer.get_submodule(n) for n in group.linears]
+
+        def trial(name: str, s: torch.Tensor) -> torch.Tensor:
+            return self.trial(layer_index, name, self.weights[f"{name}.weight"] * s) / s
+
+        picked = self._search_batches(masks)
+        batches, masks = [batches[b] for b in picked], [masks[b] for b in picked]
+        if isinstance(module, nn.Linear):
+            loss = self._linear_loss(group.linears[0], batches, masks, trial)
+        else:
+            kwargs = calls.kwargs if _takes_layer_kwargs(module) else [{}] * len(calls.kwargs)
+            loss = self._module_loss(module, linears, group.linears, batches, masks, [kwargs[b] for b in picked], trial)
         originals = [linear.weight.data for linear in linears]
-
-        def loss(s: torch.Tensor) -> float:
-            for name, linear in zip(group.linears, linears):
-                w = self.weights[f"{name}.weight"]
-                trial = quantize(w * s, cfg.bits, cfg.group_size, cfg.zero_point).dequantized / s
-                linear.weight.data = trial.to(linear.weight.dtype)
-            total = 0.0
-            for x, kw, ref, m in zip(batches, kwargs, reference, masks):
-                total += float(real_tokens(_first(module(x, **kw)) - ref, m).float().pow(2).sum())
-            return total / (tokens * reference[0].shape[-1])
-
         try:
             s, ratio = search_scales(x_mean, w_mean, loss, cfg.n_grid)
         except ValueError:
@@ -126,6 +127,48 @@ class AWQAlgorithm:
                 linear.weight.data = w
         log.debug("%s: best ratio %.2f", group.inspect, ratio)
         return s
+
+    def _search_batches(self, masks: list[torch.Tensor]) -> list[int]:
+        """The batches the scale search runs on: about search_tokens tokens' worth, evenly spread."""
+        tokens = [int(m.sum()) for m in masks]
+        if not self.config.search_tokens or sum(tokens) <= self.config.search_tokens:
+            return list(range(len(masks)))
+        per_batch = sum(tokens) / len(tokens)
+        keep = max(1, round(self.config.search_tokens / per_batch))
+        return sorted({int(i * len(masks) / keep) for i in range(keep)})
+
+    def _module_loss(
+        self, module: nn.Module, linears: list[nn.Linear], names: tuple[str, ...], batches: list[torch.Tensor], masks: list[torch.Tensor], kwargs: list[dict], trial: Callable
+    ) -> Callable[[torch.Tensor], float]:
+        """Mean squared change of the module's output over the calibration tokens, with the trial weights in it."""
+        reference = [_first(module(x, **kw)) for x, kw in zip(batches, kwargs)]
+        count = sum(int(m.sum()) for m in masks) * reference[0].shape[-1]
+
+        def loss(s: torch.Tensor) -> float:
+            for name, linear in zip(names, linears):
+                linear.weight.data = trial(name, s).to(linear.weight.dtype)
+            total = 0.0
+            for x, kw, ref, m in zip(batches, kwargs, reference, masks):
+                diff = real_tokens(_first(module(x, **kw)) - ref, m)
+                total += float(torch.linalg.vector_norm(diff, dtype=torch.float32)) ** 2
+            return total / count
+
+        return loss
+
+    def _linear_loss(self, name: str, batches: list[torch.Tensor], masks: list[torch.Tensor], trial: Callable) -> Callable[[torch.Tensor], float]:
+        """The same for a lone linear, without running it: ‖XΔWᵀ‖² = Σ rows ΔW·XᵀX·ΔWᵀ, with XᵀX formed
+        once. On the weights' precision, as the module's run would be."""
+        dtype = batches[0].dtype
+        gram = sum(x.t() @ x for x in (real_tokens(b, m) for b, m in zip(batches, masks)))
+        w = self.weights[f"{name}.weight"]
+        original = w.to(dtype).float()
+        count = sum(int(m.sum()) for m in masks) * w.shape[0]
+
+        def loss(s: torch.Tensor) -> float:
+            delta = (trial(name, s).to(dtype).float() - original).to(dtype)
+            return float(((delta @ gram).float() * delta.float()).sum()) / count
+
+        return loss
 
     def _fold(self, group: ScalingGroup, s: torch.Tensor) -> None:
         """prev's output divided by s, the linears' inputs multiplied by it: the function is unchanged."""
@@ -181,6 +224,14 @@ def _check_widths(config: AWQConfig, shapes: dict[str, tuple[int, int]], where: 
             )
 
 
+def _trial(config: AWQConfig, session: Session) -> GridTrial | GGUFTrial:
+    if config.gguf_type is None:
+        return GridTrial(config.bits, config.group_size, config.zero_point)
+    m = session.model
+    tied = "lm_head.weight" not in session.ckpt.entries
+    return GGUFTrial(config.gguf_type, ModelShape(session.spec.gguf_arch, m.num_layers, m.num_heads, m.num_kv_heads, tied))
+
+
 def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config: AWQConfig, options: RunOptions = RunOptions()) -> Path:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     session = open_session(model_dir, out_dir, options)
@@ -188,7 +239,7 @@ def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config
     calib = session.calibration(calib_input, "AWQ", options.progress)
     with atomic_output_dir(out_dir, options.force) as tmp:
         writer = ShardWriter(tmp, options.max_shard_bytes)
-        algorithm = AWQAlgorithm(config, writer, session.spec.block, session.ckpt)
+        algorithm = AWQAlgorithm(config, writer, session.spec.block, session.ckpt, _trial(config, session))
         run_layerwise(model_dir, session.spec.block, session.ckpt, calib, algorithm, DriverOptions(session.device, options.dtype, options.progress, "awq"))
         session.write_outside_layers(writer)
         writer.close()
@@ -198,8 +249,9 @@ def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config
     return out_dir
 
 
-def gguf_search_grid(model_dir: Path, gguf_type: str) -> tuple[int, int, bool]:
-    """(bits, group size, zero point) of the grid most weights of a `gguf_type` GGUF of this model get."""
+def gguf_search_grid(model_dir: Path, gguf_type: str) -> tuple[FileType, int, int, bool]:
+    """The file type, and (bits, group size, zero point) of the grid most weights of a `gguf_type`
+    GGUF of this model get: what the search's weight statistics assume."""
     from qconvert.awq.config import gguf_grid
     from qconvert.convert.arch import arch_spec
     from qconvert.hf.config import ModelConfig
@@ -209,4 +261,4 @@ def gguf_search_grid(model_dir: Path, gguf_type: str) -> tuple[int, int, bool]:
     model = ModelConfig.from_dir(Path(model_dir))
     block = arch_spec(model.architecture, Path(model_dir) / "config.json").block
     ckpt = SafetensorsCheckpoint.open(Path(model_dir))
-    return gguf_grid(file_type, [ckpt.entries[f"{block.layers_path}.0.{name}.weight"].shape[1] for name in block.linears])
+    return (file_type, *gguf_grid(file_type, [ckpt.entries[f"{block.layers_path}.0.{name}.weight"].shape[1] for name in block.linears]))

@@ -1,8 +1,8 @@
-"""Logits of a GPTQ checkpoint loaded through plain transformers (GPTQModel's CPU kernels).
+"""Logits of a GPTQ or AWQ checkpoint loaded through plain transformers (GPTQModel's CPU kernels).
 
 Runs in .venv-gptqmodel (made by setup_peers.sh). Loads CKPT_DIR with
 `AutoModelForCausalLM.from_pretrained(path, device_map="cpu")` -- transformers dispatches
-GPTQ checkpoints to gptqmodel -- runs each list of token ids as one sequence, and writes the
+GPTQ and AWQ checkpoints to gptqmodel -- runs each list of token ids as one sequence, and writes the
 float32 logits to a safetensors file: `logits_0`, `logits_1`, ... of shape (len(ids), vocab).
 
     python transformers_logits.py CKPT_DIR --ids-json '[[1,2,3],[4,5]]' --out logits.safetensors \
@@ -28,13 +28,16 @@ def main():
     a = p.parse_args()
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(a.threads))
     torch.set_num_threads(a.threads)
-    from transformers import AutoModelForCausalLM, GPTQConfig
+    from transformers import AutoModelForCausalLM, AwqConfig, GPTQConfig
 
     ids = json.loads(a.ids_json)
     if not ids or not all(isinstance(seq, list) and seq for seq in ids):
         raise SystemExit("--ids-json must be a non-empty list of non-empty lists of token ids")
     qcfg = json.load(open(os.path.join(a.ckpt, "config.json")))["quantization_config"]
-    qcfg = GPTQConfig(bits=qcfg["bits"], backend=a.backend)  # loading attributes only: backend
+    if qcfg["quant_method"] == "awq":  # loading attributes only: the backend
+        qcfg = AwqConfig(bits=qcfg["bits"], group_size=qcfg["group_size"], backend=a.backend)
+    else:
+        qcfg = GPTQConfig(bits=qcfg["bits"], backend=a.backend)
     model = AutoModelForCausalLM.from_pretrained(a.ckpt, device_map="cpu", quantization_config=qcfg)
     model.eval()
     kinds = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})

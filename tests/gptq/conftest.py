@@ -6,20 +6,9 @@ import pytest
 
 from tests.conftest import FIXTURE, run_cli
 
-# The bundled calibration set, cut smaller than the defaults (128 × 512) to keep the suite fast.
-CALIB_ARGS = ("--n-samples", "64", "--seqlen", "256")
-
 
 def gptq_cli(out: Path, *args: object, model: Path = FIXTURE) -> Path:
     result = run_cli("gptq", model, "-o", out, *args)
-    assert result.rc == 0, result.stderr
-    return out
-
-
-@pytest.fixture(scope="session")
-def calib_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("calib") / "calib.safetensors"
-    result = run_cli("calib", FIXTURE, "-o", out, *CALIB_ARGS)
     assert result.rc == 0, result.stderr
     return out
 

@@ -6,15 +6,8 @@ import shutil
 
 import pytest
 
-from tests.conftest import FIXTURE, interrupt_cli, run_cli
+from tests.conftest import FIXTURE, assert_one_error, interrupt_cli, run_cli
 from tests.gptq.models import make_random_llama
-
-
-def _assert_one_error(result, message, parent):
-    assert result.rc == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert list(parent.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -33,7 +26,7 @@ def _assert_one_error(result, message, parent):
 def test_bad_options(tmp_path, args, message):
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    _assert_one_error(run_cli("gptq", FIXTURE, "-o", out_parent / "q", *args), message, out_parent)
+    assert_one_error(run_cli("gptq", FIXTURE, "-o", out_parent / "q", *args), message, out_parent)
 
 
 def test_calibration_from_another_tokenizer_is_refused(tmp_path, calib_file):
@@ -44,7 +37,7 @@ def test_calibration_from_another_tokenizer_is_refused(tmp_path, calib_file):
     (other / "tokenizer_config.json").write_text(json.dumps(config))
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    _assert_one_error(run_cli("gptq", other, "--calib", calib_file, "-o", out_parent / "q"), "different tokenizer", out_parent)
+    assert_one_error(run_cli("gptq", other, "--calib", calib_file, "-o", out_parent / "q"), "different tokenizer", out_parent)
 
 
 def test_unsupported_architecture(tmp_path, calib_file):
@@ -55,7 +48,7 @@ def test_unsupported_architecture(tmp_path, calib_file):
     (model / "config.json").write_text(json.dumps(config))
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    _assert_one_error(run_cli("gptq", model, "--calib", calib_file, "-o", out_parent / "q"), "unsupported architecture MambaForCausalLM", out_parent)
+    assert_one_error(run_cli("gptq", model, "--calib", calib_file, "-o", out_parent / "q"), "unsupported architecture MambaForCausalLM", out_parent)
 
 
 def test_width_that_cannot_be_packed(tmp_path, calib_file):
@@ -63,13 +56,13 @@ def test_width_that_cannot_be_packed(tmp_path, calib_file):
     out_parent = tmp_path / "out"
     out_parent.mkdir()
     result = run_cli("gptq", model, "--calib", calib_file, "-o", out_parent / "q")
-    _assert_one_error(result, "down_proj is 320×1000", out_parent)
+    assert_one_error(result, "down_proj is 320×1000", out_parent)
 
 
 def test_quantized_input_is_refused(tmp_path, gptq_4bit, calib_file):
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    _assert_one_error(run_cli("gptq", gptq_4bit, "--calib", calib_file, "-o", out_parent / "q"), "already quantized", out_parent)
+    assert_one_error(run_cli("gptq", gptq_4bit, "--calib", calib_file, "-o", out_parent / "q"), "already quantized", out_parent)
 
 
 def test_existing_output_is_kept_without_force(tmp_path, calib_file):
