@@ -77,7 +77,8 @@ class AWQAlgorithm:
 
     def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
         prefix = f"{self.block.layers_path}.{layer_index}"
-        self.weights = {name: torch.from_numpy(self.ckpt.load(f"{prefix}.{name}")).float() for name in layer.state_dict()}
+        device = next(layer.parameters()).device
+        self.weights = {name: torch.from_numpy(self.ckpt.load(f"{prefix}.{name}")).to(device, torch.float32) for name in layer.state_dict()}
         groups = [g for g in self.block.scaling if self._applies(g)]
         found = [self._search_scales(layer_index, layer, g, calls) for g in groups]  # all against the original weights
         applied: dict[frozenset, torch.Tensor] = {}
@@ -194,6 +195,7 @@ class AWQAlgorithm:
         prefix = f"{self.block.layers_path}.{layer_index}"
         cfg = self.config
         for name, tensor in self.weights.items():
+            tensor = tensor.cpu()
             module = name.rsplit(".", 1)[0]
             if not cfg.export_compatible and name.endswith(".weight") and module in self.block.linears:
                 q = quantize(tensor, cfg.bits, cfg.group_size, cfg.zero_point)

@@ -34,8 +34,8 @@ class GGUFTrial:
         return tensor_type(gguf_name, shape, T.F16, self.file_type, self.model)
 
     def __call__(self, layer_index: int, name: str, w: torch.Tensor) -> torch.Tensor:
-        rows = w.half().numpy()  # the export stores fp16, and the GGUF quantizer reads that
+        rows = w.half().cpu().numpy()  # the export stores fp16, and the GGUF quantizer reads that
         qtype = self.qtype(layer_index, name, tuple(w.shape))
         if qtype == T.F16:
-            return torch.from_numpy(rows).float()
-        return torch.from_numpy(kernels.dequantize(kernels.quantize(rows, qtype), qtype, w.shape[1]))
+            return w.half().float()
+        return torch.from_numpy(kernels.dequantize(kernels.quantize(rows, qtype), qtype, w.shape[1])).to(w.device)

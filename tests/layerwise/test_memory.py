@@ -1,8 +1,11 @@
-"""Peak memory while quantizing stays near one decoder layer plus the calibration activations: a
-model with 10 layers peaks where the same model with 2 layers does, measured, not assumed."""
+"""Peak memory while quantizing (GPTQ, AWQ) stays near one decoder layer plus the calibration
+activations: a model with 10 layers peaks where the same model with 2 layers does, measured, not
+assumed."""
 
 import subprocess
 import sys
+
+import pytest
 
 from tests.gptq.models import make_random_llama
 
@@ -21,12 +24,13 @@ def peak_rss_mib(*args: object) -> float:
     return kib / 1024
 
 
-def test_peak_memory_does_not_grow_with_the_number_of_layers(tmp_path):
+@pytest.mark.parametrize("command", ["gptq", "awq"])
+def test_peak_memory_does_not_grow_with_the_number_of_layers(command, tmp_path):
     # hidden 1024, ffn 2816: 48 MiB of float32 weights per layer; 8 more layers would add 384 MiB
     shape = dict(hidden=1024, intermediate=2816, heads=8, kv_heads=8)
     peaks = {}
     for layers in (2, 10):
         model = make_random_llama(tmp_path / f"m{layers}", layers=layers, **shape)
-        peaks[layers] = peak_rss_mib("gptq", model, "--n-samples", "8", "--seqlen", "256", "-o", tmp_path / f"q{layers}")
-    print(f"peak RSS: 2 layers {peaks[2]:.0f} MiB, 10 layers {peaks[10]:.0f} MiB")
+        peaks[layers] = peak_rss_mib(command, model, "--n-samples", "8", "--seqlen", "256", "-o", tmp_path / f"q{layers}")
+    print(f"{command} peak RSS: 2 layers {peaks[2]:.0f} MiB, 10 layers {peaks[10]:.0f} MiB")
     assert peaks[10] - peaks[2] < 96, peaks  # the output buffer (64 MiB) and noise
