@@ -7,7 +7,7 @@ FIXTURE := tests/fixtures/tiny-qwen2
 EVAL_TEXT := calibration/eval/heldout-en.txt
 DEMO_DIR := build/demo
 
-.PHONY: install llama-cpp demo test bench bench-quantize bench-gptq peers asan-test fixture clean
+.PHONY: install llama-cpp demo test bench bench-quantize bench-gptq bench-awq peers asan-test fixture clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-bench: bench-quantize bench-gptq
+bench: bench-quantize bench-gptq bench-awq
 
 # qconvert's quantizer against llama-quantize on this machine: times, peak RSS and their ratios.
 bench-quantize: install
@@ -57,6 +57,10 @@ peers:
 # qconvert's GPTQ against GPTQModel and llm-compressor: seconds per layer, peak RSS, perplexity, KLD.
 bench-gptq: install peers
 	$(PY) scripts/bench_gptq.py
+
+# qconvert's AWQ against llm-compressor's (patched to run on CPU); then the GGUF route with llama.cpp.
+bench-awq: install peers
+	$(PY) scripts/bench_awq.py
 
 # The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it.
 ASAN_DIR := build/asan

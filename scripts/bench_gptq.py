@@ -16,22 +16,15 @@ this CPU, which has AMX).
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import FIXTURE, PEERS, ROOT, THREADS, calibration, print_table, quality, require_peers, run_tool  # noqa: E402
 
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
-EVAL_TEXT = ROOT / "calibration" / "eval" / "heldout-en.txt"
 WORK = ROOT / "build" / "bench-gptq"
-PEERS = {"gptqmodel": ROOT / ".venv-gptqmodel" / "bin" / "python", "llmcompressor": ROOT / ".venv-llmcompressor" / "bin" / "python"}
-THREADS = 2
-ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "GPTQMODEL_CPU_WORKERS": str(THREADS)}
 
 
 def run_ours_inside(args: argparse.Namespace) -> None:
@@ -54,16 +47,10 @@ def run_ours_inside(args: argparse.Namespace) -> None:
     args.json.write_text(json.dumps(result))
 
 
-def run(cmd: list, log: Path) -> None:
-    with open(log, "w") as f:
-        subprocess.run([str(c) for c in cmd], check=False, stdout=f, stderr=subprocess.STDOUT, env=ENV, cwd=WORK)
-
-
 def quantize(tool: str, model: Path, calib: Path, bits: int, group_size: int, sym: bool, tag: str, device: str) -> tuple[dict, Path]:
     """Runs one tool; returns its result and the folder `qconvert ppl` can measure."""
     out = WORK / "out" / tag
     result_json = out.with_suffix(".json")
-    result_json.unlink(missing_ok=True)
     if tool in PEERS:
         cmd = [PEERS[tool], ROOT / "scripts" / "peers" / "run_peer_gptq.py", "--tool", tool, "--model", model, "--calib", calib, "--bits", bits,
                "--group-size", group_size, "--sym" if sym else "--asym", "--damp", 0.01, "--threads", THREADS,
@@ -73,10 +60,7 @@ def quantize(tool: str, model: Path, calib: Path, bits: int, group_size: int, sy
         cmd = [sys.executable, __file__, "--inside", "--model", model, "--calib", calib, "--bits", bits, "--group-size", group_size,
                "--sym" if sym else "--asym", "--dtype", tool.split(":")[1], "--device", device, "--threads", THREADS, "--out", out, "--json", result_json]
         measured = out
-    run(cmd, out.with_suffix(".log"))
-    if not result_json.exists():
-        return {"error": f"no result; see {out.with_suffix('.log')}"}, measured
-    return json.loads(result_json.read_text()), measured
+    return run_tool(cmd, out, WORK), measured
 
 
 def rtn_dense(bits: int, group_size: int, sym: bool, out: Path) -> Path:
@@ -95,12 +79,6 @@ def rtn_dense(bits: int, group_size: int, sym: bool, out: Path) -> Path:
     model.save_pretrained(out)
     copy_tokenizer_files(FIXTURE, out)
     return out
-
-
-def quality(model_dir: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "qconvert", "ppl", model_dir, "--text", EVAL_TEXT, "--kld-base", FIXTURE, "--json"],
-                          capture_output=True, text=True, env=ENV)
-    return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
 def make_models(layers: int) -> Path:
@@ -134,13 +112,9 @@ def main() -> None:
     if args.inside:
         return run_ours_inside(args)
 
-    missing = [tool for tool, python in PEERS.items() if not python.exists()]
-    if missing:
-        sys.exit(f"peer venvs missing ({', '.join(missing)}): run bash scripts/peers/setup_peers.sh (make bench-gptq does)")
+    require_peers("gptqmodel", "llmcompressor")
     WORK.mkdir(parents=True, exist_ok=True)
-    calib = WORK / f"calib-{args.n_samples}x{args.seqlen}.safetensors"
-    if not calib.exists():
-        subprocess.run([sys.executable, "-m", "qconvert", "calib", FIXTURE, "-o", calib, "--n-samples", str(args.n_samples), "--seqlen", str(args.seqlen)], check=True)
+    calib = calibration(WORK, args.n_samples, args.seqlen)
     big = make_models(args.layers)
     tools = ["qconvert:auto", "qconvert:float32", "llmcompressor", "gptqmodel"]
     cases = [(FIXTURE, 4, 64, True), (FIXTURE, 4, 64, False), (FIXTURE, 3, 64, True), (big, 4, 64, True)]
@@ -158,22 +132,7 @@ def main() -> None:
             q = quality(measured) if is_fixture and "error" not in result else {}
             rows.append((model.name, setting, result.get("tool", tool) if "error" not in result else tool, result, q))
             print(rows[-1], flush=True)
-    print_table(rows, calib)
-
-
-def print_table(rows: list, calib: Path) -> None:
-    ours = {(m, s): r["seconds_per_layer"] for m, s, t, r, _ in rows if t == "qconvert (auto)" and "seconds_per_layer" in r}
-    print(f"\ncalibration: {calib.name}; threads {THREADS}; seconds per layer = quantization wall time / layers")
-    print("| model | setting | tool | s/layer | × qconvert (auto) | peak RSS MiB | ppl | KLD vs fp16 |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, setting, tool, r, q in rows:
-        spl = r.get("seconds_per_layer")
-        base = ours.get((model, setting))
-        ratio = f"{spl / base:.1f}" if spl and base else ""
-        err = f" ({r['error'][:60]})" if "error" in r else ""
-        print(f"| {model} | {setting} | {tool}{err} | {spl:.2f} | {ratio} | {r.get('peak_rss_mib', 0):.0f} | "
-              f"{q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |" if spl else
-              f"| {model} | {setting} | {tool}{err} | | | | {q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |")
+    print_table(rows, calib, "qconvert (auto)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""What the layer-wise benches (GPTQ, AWQ) share: peer venvs, the environment every tool runs in, one
+subprocess per tool, quality through `qconvert ppl`, and the markdown table."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
+EVAL_TEXT = ROOT / "calibration" / "eval" / "heldout-en.txt"
+PEERS = {"gptqmodel": ROOT / ".venv-gptqmodel" / "bin" / "python", "llmcompressor": ROOT / ".venv-llmcompressor" / "bin" / "python"}
+THREADS = 2
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "GPTQMODEL_CPU_WORKERS": str(THREADS)}
+
+
+def run(cmd: list, log: Path, cwd: Path) -> None:
+    with open(log, "w") as f:
+        subprocess.run([str(c) for c in cmd], check=False, stdout=f, stderr=subprocess.STDOUT, env=ENV, cwd=cwd)
+
+
+def run_tool(cmd: list, out: Path, cwd: Path) -> dict:
+    """Runs one tool's process, which writes out.json; its log goes to out.log."""
+    result_json = out.with_suffix(".json")
+    result_json.unlink(missing_ok=True)
+    run(cmd, out.with_suffix(".log"), cwd)
+    if not result_json.exists():
+        return {"error": f"no result; see {out.with_suffix('.log')}"}
+    return json.loads(result_json.read_text())
+
+
+def quality(model: Path, base: Path = FIXTURE) -> dict:
+    """Perplexity and KL divergence from `base` on the held-out text (torch for HF folders, llama.cpp for GGUF)."""
+    proc = subprocess.run([sys.executable, "-m", "qconvert", "ppl", model, "--text", EVAL_TEXT, "--kld-base", base, "--json"], capture_output=True, text=True, env=ENV)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def calibration(work: Path, n_samples: int, seqlen: int) -> Path:
+    calib = work / f"calib-{n_samples}x{seqlen}.safetensors"
+    if not calib.exists():
+        subprocess.run([sys.executable, "-m", "qconvert", "calib", FIXTURE, "-o", calib, "--n-samples", str(n_samples), "--seqlen", str(seqlen)], check=True)
+    return calib
+
+
+def require_peers(*names: str) -> None:
+    missing = [name for name in names if not PEERS[name].exists()]
+    if missing:
+        sys.exit(f"peer venvs missing ({', '.join(missing)}): run bash scripts/peers/setup_peers.sh (make peers)")
+
+
+def print_table(rows: list, calib: Path, reference: str) -> None:
+    """rows: (model, setting, tool, result, quality); ratios against the `reference` tool's s/layer."""
+    ours = {(m, s): r["seconds_per_layer"] for m, s, t, r, _ in rows if t == reference and "seconds_per_layer" in r}
+    print(f"\ncalibration: {calib.name}; threads {THREADS}; seconds per layer = quantization wall time / layers")
+    print(f"| model | setting | tool | s/layer | × {reference} | peak RSS MiB | ppl | KLD vs fp16 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, setting, tool, r, q in rows:
+        spl = r.get("seconds_per_layer")
+        base = ours.get((model, setting))
+        ratio = f"{spl / base:.1f}" if spl and base else ""
+        err = f" ({r['error'][:60]})" if "error" in r else ""
+        timing = f"{spl:.2f} | {ratio} | {r.get('peak_rss_mib', 0):.0f}" if spl else " | | "
+        print(f"| {model} | {setting} | {tool}{err} | {timing} | {q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |")
