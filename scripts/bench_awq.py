@@ -7,11 +7,11 @@ both tools, each in its own process. Seconds per layer is the wall time of the q
 (loading, calibration forwards, searches, packing, saving) over the number of decoder layers.
 llm-compressor needs a runtime patch to run on a CPU-only torch (scripts/peers/run_peer_awq.py) and
 has no clip search; it runs with its range-shrinking (MSE) weight observer, its nearest analogue.
-Quality on the trained fixture: perplexity and KL divergence from the unquantized model on the
-held-out text, measured by `qconvert ppl` (torch), llm-compressor's through a dense copy.
+Quality on the trained fixture and on its variant with real-model activation outliers
+(tests/awq/models.py): perplexity and KL divergence from the unquantized model on the held-out
+text, measured by `qconvert ppl` (torch), llm-compressor's through a dense copy.
 
-GGUF route (--gguf-route, on by default): the fixture and its variant with real-model activation
-outliers (tests/awq/models.py), each converted to q4_0, q4_k_m and q3_k_m unscaled and after AWQ
+GGUF route (--gguf-route, on by default): the fixture and its outlier variant, each converted to q4_0, q4_k_m and q3_k_m unscaled and after AWQ
 scaling (searched against llama.cpp's own quantizer, --gguf-type; and against AutoAWQ's grid,
 with and without clipping); KL divergence from the f16 GGUF by llama-perplexity.
 
@@ -64,19 +64,19 @@ def quantize(tool: str, model: Path, calib: Path, group_size: int, tag: str, dev
     return run_tool(cmd, out, WORK), out
 
 
-def rtn_dense(group_size: int, out: Path) -> Path:
+def rtn_dense(source: Path, group_size: int, out: Path) -> Path:
     import qconvert
     from qconvert.awq.grid import fake_quantize
     from qconvert.convert.arch import LLAMA_BLOCK
     from qconvert.hf.checkpoint_files import copy_tokenizer_files
 
-    model = qconvert.load(FIXTURE)
+    model = qconvert.load(source)
     for layer in model.model.layers:
         for name in LLAMA_BLOCK.linears:
             linear = layer.get_submodule(name)
             linear.weight.data = fake_quantize(linear.weight.data, 4, group_size, zero_point=True)
     model.save_pretrained(out)
-    copy_tokenizer_files(FIXTURE, out)
+    copy_tokenizer_files(source, out)
     return out
 
 
@@ -94,16 +94,21 @@ def cli(*args: object) -> None:
     subprocess.run([sys.executable, "-m", "qconvert", *map(str, args)], check=True, env=ENV, capture_output=True)
 
 
-def gguf_route(calib: Path) -> None:
+def outlier_variant() -> Path:
+    """The fixture with real-model activation outliers (tests/awq/models.py)."""
     from tests.awq.models import make_outlier_variant
 
     outliers = WORK / "fixture-outliers"
     if not (outliers / "config.json").exists():
         make_outlier_variant(outliers)
+    return outliers
+
+
+def gguf_route(calib: Path) -> None:
     scalings = {"AWQ, llama.cpp's quantizer (--gguf-type)": ["--gguf-type", "{t}"], "AWQ, AutoAWQ grid, no clip": ["--export-compatible", "--no-clip", "{grid}"], "AWQ, AutoAWQ grid, clip": ["--export-compatible", "--clip", "{grid}"]}
     print("\n| model | GGUF type | weights | KLD vs f16 | change | ppl |")
     print("|---|---|---|---|---|---|")
-    for model in (FIXTURE, outliers):
+    for model in (FIXTURE, outlier_variant()):
         base = WORK / "gguf" / f"{model.name}-f16.gguf"
         base.parent.mkdir(parents=True, exist_ok=True)
         cli("gguf", model, "-o", base, "--force")
@@ -151,13 +156,14 @@ def main() -> None:
     calib = calibration(WORK, args.n_samples, args.seqlen)
     rows = []
     # W4 g64 with a zero point: llm-compressor's W4A16_ASYM, and a group size 576 allows
-    for model in (FIXTURE, make_model(args.layers)):
+    trained = (FIXTURE, outlier_variant())
+    for model in (*trained, make_model(args.layers)):
         setting = "W4 g64 zero point"
-        if model == FIXTURE:
-            rows.append((model.name, setting, "round-to-nearest", {}, quality(rtn_dense(64, WORK / "out" / "rtn-w4g64"))))
+        if model in trained:
+            rows.append((model.name, setting, "round-to-nearest", {}, quality(rtn_dense(model, 64, WORK / "out" / f"rtn-{model.name}"), model)))
         for tool in ("qconvert:auto", "qconvert:float32", "llmcompressor"):
             result, measured = quantize(tool, model, calib, 64, f"{model.name}-{tool.replace(':', '-')}", args.device)
-            q = quality(measured) if model == FIXTURE and "error" not in result else {}
+            q = quality(measured, model) if model in trained and "error" not in result else {}
             rows.append((model.name, setting, result.get("tool", tool) if "error" not in result else tool, result, q))
             print(rows[-1], flush=True)
     print_table(rows, calib, "qconvert (auto)")
