@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from qconvert import __version__
-from qconvert.calib.click_options import calibration_options, source_options  # light: click and dataclasses only
+from qconvert.calib.click_options import calibration_options, optional_calibration_options, source_options  # light: click and dataclasses only
 from qconvert.calib.options import CalibInput, CalibRequest
 from qconvert.errors import QConvertError
 
@@ -50,14 +50,24 @@ def main(verbose: bool) -> None:
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The GGUF file to write.")
 @click.option("--type", "file_type", default="f16", show_default=True, help="llama.cpp file type: f16, bf16, f32, q8_0, q4_k_m, ... (an unknown one lists them all).")
+@click.option("--imatrix", "imatrix", type=click.Path(path_type=Path), default=None, help="Quantize with this importance matrix (GGUF or legacy .dat, from `qconvert imatrix` or llama-imatrix).")
+@optional_calibration_options
+@click.option("--imatrix-out", type=click.Path(path_type=Path), default=None, help="Also write the importance matrix computed in-line from the calibration options to this file.")
+@click.option("--device", default="cpu", show_default=True, help="Device of the in-line importance matrix: cpu or cuda.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the in-line importance matrix's forwards (see `qconvert imatrix`).")
 @click.option("--threads", type=int, default=None, help="Quantizer threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def gguf(model_dir: Path, out: Path, file_type: str, threads: int | None, force: bool) -> None:
-    """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp, quantized or not."""
+def gguf(model_dir: Path, out: Path, file_type: str, imatrix: Path | None, calib_input: CalibInput | None, imatrix_out: Path | None, device: str, compute_dtype: str, threads: int | None, force: bool) -> None:
+    """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp, quantized or not.
+
+    With --calib FILE (or --source ... or any calibration option) the importance matrix is computed
+    from that calibration set and the weights are quantized with it, in this one command."""
     from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
     from qconvert.quant.file_types import parse_file_type
 
-    options = ConvertOptions(file_type=parse_file_type(file_type), force=force, progress=_progress(), threads=threads)
+    options = ConvertOptions(
+        file_type=parse_file_type(file_type), force=force, progress=_progress(), threads=threads, imatrix=imatrix, calib=calib_input, imatrix_out=imatrix_out, device=device, compute_dtype=compute_dtype
+    )
     convert_hf_to_gguf(model_dir, out, options)
     click.echo(f"wrote {out}")
 
@@ -66,14 +76,15 @@ def gguf(model_dir: Path, out: Path, file_type: str, threads: int | None, force:
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.argument("file_type")
+@click.option("--imatrix", "imatrix", type=click.Path(path_type=Path), default=None, help="Quantize with this importance matrix (GGUF or legacy .dat), as llama-quantize --imatrix.")
 @click.option("--threads", type=int, default=None, help="Quantizer threads (default: all cores).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def quantize(src: Path, dst: Path, file_type: str, threads: int | None, force: bool) -> None:
+def quantize(src: Path, dst: Path, file_type: str, imatrix: Path | None, threads: int | None, force: bool) -> None:
     """Quantize the GGUF file SRC (f32/f16/bf16) to DST with FILE_TYPE (q4_k_m, q8_0, ...), like llama-quantize."""
     from qconvert.quant.file_types import parse_file_type
     from qconvert.quant.gguf_quantize import QuantizeOptions, quantize_gguf
 
-    options = QuantizeOptions(parse_file_type(file_type, "TYPE"), force=force, progress=_progress(), threads=threads)
+    options = QuantizeOptions(parse_file_type(file_type, "TYPE"), force=force, progress=_progress(), threads=threads, imatrix=imatrix)
     quantize_gguf(src, dst, options)
     click.echo(f"wrote {dst}")
 
@@ -89,6 +100,27 @@ def calib(model_dir: Path, calib_request: CalibRequest, out: Path, force: bool) 
 
     result = build_calibration_file(model_dir, out, calib_request, force=force, progress=_progress())
     click.echo(f"wrote {out}: {result.summary()}")
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@calibration_options
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), help="The importance matrix file to write (GGUF, as llama-imatrix writes).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively, else float32. Sums are float32.")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+def imatrix(model_dir: Path, calib_input: CalibInput, out: Path, device: str, compute_dtype: str, threads: int | None, force: bool) -> None:
+    """Compute MODEL_DIR's importance matrix over a calibration set, for `quantize --imatrix` and llama-quantize."""
+    from qconvert.imatrix.compute import compute_imatrix
+    from qconvert.imatrix.file import write_imatrix
+    from qconvert.layerwise.session import RunOptions, parse_compute_dtype
+    from qconvert.outputs import check_output_path
+
+    check_output_path(out, force)
+    options = RunOptions(device=device, threads=threads, force=force, progress=_progress(), dtype=parse_compute_dtype(compute_dtype, device))
+    write_imatrix(out, compute_imatrix(model_dir, calib_input, options), force)
+    click.echo(f"wrote {out}")
 
 
 @main.command()

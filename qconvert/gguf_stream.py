@@ -25,6 +25,7 @@ class TensorSource:
     shape: tuple[int, ...]  # numpy (row-major) shape; the last axis is the row
     out_type: GGMLQuantizationType
     read_rows: Callable[[int, int], np.ndarray]  # rows [start, end) as float16/float32, (end-start, row_len)
+    importance: np.ndarray | None = None  # per-column weights (row_len,) for the imatrix-weighted quantizers
 
     @property
     def row_len(self) -> int:
@@ -40,14 +41,14 @@ class TensorSource:
         return self.row_len // block * nbytes
 
 
-def encode_rows(values: np.ndarray, out_type: GGMLQuantizationType, threads: int) -> np.ndarray:
+def encode_rows(values: np.ndarray, out_type: GGMLQuantizationType, threads: int, importance: np.ndarray | None = None) -> np.ndarray:
     """Float rows → the bytes of `out_type`. F16 is numpy's round-to-nearest-even cast, as
     convert_hf_to_gguf.py does; BF16 the gguf package's (same as ggml_compute_fp32_to_bf16)."""
     if out_type in _FLOAT_TYPES:
         return np.ascontiguousarray(values, dtype=_FLOAT_TYPES[out_type])
     if out_type == GGMLQuantizationType.BF16:
         return quants.quantize(np.ascontiguousarray(values, dtype=np.float32), out_type)
-    return kernels.quantize(values, out_type, threads)
+    return kernels.quantize(values, out_type, threads, importance)
 
 
 def _slab_rows(t: TensorSource) -> int:
@@ -62,7 +63,7 @@ def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
         end = min(start + step, t.n_rows)
         values = t.read_rows(start, end)
         try:
-            encoded = encode_rows(values, t.out_type, threads)
+            encoded = encode_rows(values, t.out_type, threads, t.importance)
         except FloatingPointError:
             row, col = np.argwhere(~np.isfinite(values))[0]
             raise QConvertError(

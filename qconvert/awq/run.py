@@ -29,7 +29,7 @@ from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
 from qconvert.layerwise.session import RunOptions, Session, linear_shapes, open_session
-from qconvert.outputs import atomic_output_dir
+from qconvert.outputs import atomic_output_dir, check_output_path
 from qconvert.quant.file_types import FileType
 from qconvert.quant.tensor_types import ModelShape
 
@@ -236,7 +236,8 @@ def _trial(config: AWQConfig, session: Session) -> GridTrial | GGUFTrial:
 
 def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config: AWQConfig, options: RunOptions = RunOptions()) -> Path:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    session = open_session(model_dir, out_dir, options)
+    check_output_path(out_dir, options.force, folder=True)
+    session = open_session(model_dir, options)
     _check_widths(config, linear_shapes(session), model_dir)
     calib = session.calibration(calib_input, "AWQ", options.progress)
     with atomic_output_dir(out_dir, options.force) as tmp:

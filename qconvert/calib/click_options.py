@@ -70,19 +70,39 @@ def source_options(f: Callable) -> Callable:
     return _add_options(wrapper, _OPTIONS)
 
 
+def _calib_input(kwargs: dict[str, Any]) -> CalibInput:
+    """Pops the calibration options from a command's arguments: a file, or a set to build."""
+    calib_file = kwargs.pop("calib_file")
+    if calib_file is not None:
+        given = _given(kwargs)
+        if given:
+            raise QConvertError(f"{', '.join(given)} build a calibration set; --calib gives a ready one", "--calib", "give one or the other")
+    return CalibInput(calib_file, _request(kwargs))
+
+
+_CALIB_FILE = click.option("--calib", "calib_file", type=click.Path(path_type=Path), default=None, help="A calibration file from `qconvert calib` (instead of --source ...).")
+
+
 def calibration_options(f: Callable) -> Callable:
     """Adds --calib FILE and the source options; the command gets `calib_input: CalibInput`."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        calib_file = kwargs.pop("calib_file")
-        if calib_file is not None:
-            given = _given(kwargs)
-            if given:
-                raise QConvertError(f"{', '.join(given)} build a calibration set; --calib gives a ready one", "--calib", "give one or the other")
-        request = _request(kwargs)
-        kwargs["calib_input"] = CalibInput(calib_file, request)
+        kwargs["calib_input"] = _calib_input(kwargs)
         return f(*args, **kwargs)
 
-    calib = click.option("--calib", "calib_file", type=click.Path(path_type=Path), default=None, help="A calibration file from `qconvert calib` (instead of --source ...).")
-    return _add_options(wrapper, (calib, *_OPTIONS))
+    return _add_options(wrapper, (_CALIB_FILE, *_OPTIONS))
+
+
+def optional_calibration_options(f: Callable) -> Callable:
+    """The same options for a command that calibrates only when asked (gguf's in-line importance
+    matrix): `calib_input` is None unless --calib or one of the set-building options is given."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        asked = kwargs["calib_file"] is not None or bool(_given(kwargs))
+        calib_input = _calib_input(kwargs)
+        kwargs["calib_input"] = calib_input if asked else None
+        return f(*args, **kwargs)
+
+    return _add_options(wrapper, (_CALIB_FILE, *_OPTIONS))

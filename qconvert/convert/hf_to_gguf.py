@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
+from qconvert.calib.options import CalibInput
 from qconvert.convert.arch import ArchSpec, arch_spec, gguf_tensor_name, permute_for_rope
 from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
@@ -22,8 +23,10 @@ from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.dequantized import Checkpoint, open_checkpoint
 from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
+from qconvert.imatrix.file import ImportanceMatrix, read_imatrix, write_imatrix
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
+from qconvert.quant.importance import attach_importance, write_imatrix_metadata
 from qconvert.quant.kernels import default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
@@ -37,6 +40,11 @@ class ConvertOptions:
     force: bool = False
     progress: bool = True
     threads: int | None = None
+    imatrix: Path | None = None  # an importance matrix file to quantize with (GGUF or legacy .dat)
+    calib: CalibInput | None = None  # or: compute the importance matrix in-line from this calibration set
+    imatrix_out: Path | None = None  # where to keep the in-line matrix (not written unless asked)
+    device: str = "cpu"  # of the in-line computation
+    compute_dtype: str = "auto"
 
 
 def _keeps_f32(gguf_name: str, shape: tuple[int, ...]) -> bool:
@@ -85,7 +93,7 @@ def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> dict[str, str]:
     return names
 
 
-def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType) -> list[TensorSource]:
+def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType, has_imatrix: bool = False) -> list[TensorSource]:
     names = _named_tensors(ckpt, config)
     model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names)
     weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16
@@ -94,7 +102,7 @@ def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_typ
         shape = ckpt.entries[hf_name].shape
         # What convert_hf_to_gguf.py would store, then what llama-quantize makes of it.
         stored = GGMLQuantizationType.F32 if _keeps_f32(name, shape) else weight_type
-        out_type = tensor_type(name, shape, stored, file_type, model)
+        out_type = tensor_type(name, shape, stored, file_type, model, has_imatrix)
         heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0) if spec.permute_qk else 0
         plan.append(TensorSource(name, shape, out_type, _row_reader(ckpt, hf_name, shape, heads)))
     if config.rope_scaling and rope_kind(config.rope_scaling) == "llama3":
@@ -142,19 +150,54 @@ def _write_vocab(w: GGUFWriter, vocab: GGUFVocab) -> None:
         w.add_chat_template(vocab.chat_template)
 
 
+def _check_importance_options(options: ConvertOptions) -> None:
+    if options.imatrix is None and options.calib is None:
+        if options.imatrix_out is not None:
+            raise QConvertError("--imatrix-out keeps an importance matrix computed in-line", "--imatrix-out", "add --calib FILE or --source ... to compute one")
+        return
+    if options.imatrix is not None and options.calib is not None:
+        raise QConvertError("both an importance matrix file and calibration options were given", "--imatrix", "give one or the other")
+    if not FILE_TYPES[options.file_type].quantized:
+        raise QConvertError(f"an importance matrix only steers quantization, and {options.file_type.value} is not quantized", "--type", "choose a quantized type, e.g. q4_k_m")
+    if options.imatrix_out is not None:
+        check_output_path(options.imatrix_out, options.force)
+
+
+def _importance(model_dir: Path, options: ConvertOptions) -> tuple[ImportanceMatrix | None, Path]:
+    """The importance matrix to quantize with: none, read from a file, or computed from a calibration set."""
+    if options.imatrix is not None:
+        return read_imatrix(options.imatrix), options.imatrix
+    if options.calib is None:
+        return None, model_dir
+    from qconvert.imatrix.compute import compute_imatrix  # here: it imports torch
+    from qconvert.layerwise.session import RunOptions, parse_compute_dtype
+
+    run = RunOptions(device=options.device, threads=options.threads, force=options.force, progress=options.progress, dtype=parse_compute_dtype(options.compute_dtype, options.device))
+    matrix = compute_imatrix(model_dir, options.calib, run)
+    if options.imatrix_out is not None:
+        write_imatrix(options.imatrix_out, matrix, options.force)
+    return matrix, model_dir
+
+
 def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions = ConvertOptions()) -> Path:
     """Convert the HF checkpoint in `model_dir` to the GGUF file `out_path`; returns `out_path`."""
     model_dir, out_path = Path(model_dir), Path(out_path)
     check_output_path(out_path, options.force)
+    _check_importance_options(options)
     config = ModelConfig.from_dir(model_dir)
     spec = arch_spec(config.architecture, model_dir / "config.json")
     vocab = load_gguf_vocab(model_dir, config.vocab_size, config.raw)
     ckpt = open_checkpoint(model_dir, config.raw)  # a GPTQ checkpoint is read as the dense weights it encodes
-    plan = plan_tensors(ckpt, config, spec, options.file_type)
+    imatrix, where = _importance(model_dir, options)
+    plan = plan_tensors(ckpt, config, spec, options.file_type, imatrix is not None)
+    if imatrix is not None:
+        plan = attach_importance(plan, imatrix, where)
 
     def add_metadata(w: GGUFWriter) -> None:
         _write_hparams(w, config, spec, options.file_type, model_dir.name)
         _write_vocab(w, vocab)
+        if imatrix is not None:
+            write_imatrix_metadata(w, imatrix, str(options.imatrix or options.imatrix_out or "computed in-line from the calibration set"))
 
     with atomic_output(out_path, options.force) as tmp:
         write_gguf(tmp, spec.gguf_arch, add_metadata, plan, options.threads or default_threads(), options.progress)

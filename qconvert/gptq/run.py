@@ -25,7 +25,7 @@ from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
 from qconvert.layerwise.session import RunOptions, linear_shapes, open_session
-from qconvert.outputs import atomic_output_dir
+from qconvert.outputs import atomic_output_dir, check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ def _check_widths(config: GPTQConfig, shapes: dict[str, tuple[int, int]], where:
 
 def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config: GPTQConfig, options: RunOptions = RunOptions()) -> Path:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    session = open_session(model_dir, out_dir, options)
+    check_output_path(out_dir, options.force, folder=True)
+    session = open_session(model_dir, options)
     _check_widths(config, linear_shapes(session), model_dir)
     calib = session.calibration(calib_input, "GPTQ", options.progress)
     with atomic_output_dir(out_dir, options.force) as tmp:

@@ -15,7 +15,6 @@ from qconvert.errors import QConvertError
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
-from qconvert.outputs import check_output_path
 
 MIN_CALIB_TOKENS = 1024  # fewer make Hessians of rank far below any real width, and AWQ's statistics noise
 
@@ -54,9 +53,9 @@ class Session:
                 writer.add(name, torch.from_numpy(self.ckpt.load(name)).half())
 
 
-def open_session(model_dir: Path, out_dir: Path, options: RunOptions) -> Session:
-    """The checks that need no calibration: output path, an unquantized model of a known architecture, the device."""
-    check_output_path(out_dir, options.force, folder=True)
+def open_session(model_dir: Path, options: RunOptions) -> Session:
+    """The checks that need no calibration: an unquantized model of a known architecture, the device.
+    Check the output path first: nothing should run before the user hears it would be overwritten."""
     model = ModelConfig.from_dir(model_dir)
     if model.raw.get("quantization_config"):
         raise QConvertError("the model is already quantized", model_dir / "config.json", "give the original fp16/bf16/fp32 checkpoint")

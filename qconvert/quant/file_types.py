@@ -56,11 +56,13 @@ class Category(str, Enum):
 
 @dataclass(frozen=True)
 class LayerContext:
-    """What a mix rule may look at: the tensor's layer, the layer count, and the GQA factor."""
+    """What a mix rule may look at: the tensor's layer, the layer count, the GQA factor, and whether
+    an importance matrix is given."""
 
     layer: int
     n_layer: int
     n_gqa: int
+    has_imatrix: bool = False
 
     @property
     def use_more_bits(self) -> bool:
@@ -100,9 +102,10 @@ FILE_TYPES: dict[FileType, FileTypeInfo] = {
     FileType.F32: FileTypeInfo(F.ALL_F32, T.F32),
     FileType.F16: FileTypeInfo(F.MOSTLY_F16, T.F16),
     FileType.BF16: FileTypeInfo(F.MOSTLY_BF16, T.BF16),
-    FileType.Q4_0: FileTypeInfo(F.MOSTLY_Q4_0, T.Q4_0),
+    # With an imatrix, llama-quantize guards the first eighth of ffn_down with a minimum (Q4_1/Q5_1).
+    FileType.Q4_0: FileTypeInfo(F.MOSTLY_Q4_0, T.Q4_0, {Category.FFN_DOWN: when(lambda c: c.has_imatrix and c.layer < c.n_layer // 8, T.Q4_1)}),
     FileType.Q4_1: FileTypeInfo(F.MOSTLY_Q4_1, T.Q4_1),
-    FileType.Q5_0: FileTypeInfo(F.MOSTLY_Q5_0, T.Q5_0),
+    FileType.Q5_0: FileTypeInfo(F.MOSTLY_Q5_0, T.Q5_0, {Category.FFN_DOWN: when(lambda c: c.has_imatrix and c.layer < c.n_layer // 8, T.Q5_1)}),
     FileType.Q5_1: FileTypeInfo(F.MOSTLY_Q5_1, T.Q5_1),
     FileType.Q8_0: FileTypeInfo(F.MOSTLY_Q8_0, T.Q8_0),
     FileType.Q2_K: FileTypeInfo(

@@ -15,8 +15,10 @@ from gguf import GGMLQuantizationType, GGUFWriter
 from qconvert.errors import QConvertError
 from qconvert.gguf_read import GGUFHeader, read_gguf_header
 from qconvert.gguf_stream import TensorSource, write_gguf
+from qconvert.imatrix.file import ImportanceMatrix, read_imatrix
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
+from qconvert.quant.importance import attach_importance, write_imatrix_metadata
 from qconvert.quant.kernels import bf16_bits_to_f32, default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
@@ -30,6 +32,7 @@ class QuantizeOptions:
     force: bool = False
     progress: bool = True
     threads: int | None = None
+    imatrix: Path | None = None  # importance matrix file (GGUF or legacy .dat), as llama-quantize --imatrix
 
 
 def _read_rows(path: Path, offset: int, dtype: np.dtype, row_len: int, start: int, end: int) -> np.ndarray:
@@ -60,15 +63,17 @@ def _model_shape(header: GGUFHeader, path: Path) -> ModelShape:
     )
 
 
-def _copy_metadata(header: GGUFHeader, w: GGUFWriter, file_type: FileType) -> None:
+def _copy_metadata(header: GGUFHeader, w: GGUFWriter, file_type: FileType, imatrix: ImportanceMatrix | None, imatrix_path: Path | None) -> None:
     for name, kv in header.kv.items():
         if name not in _REPLACED_KEYS:
             w.add_key_value(name, kv.value, kv.type, sub_type=kv.sub_type)
     w.add_file_type(FILE_TYPES[file_type].ftype)
     w.add_quantization_version(QUANTIZATION_VERSION)
+    if imatrix is not None:
+        write_imatrix_metadata(w, imatrix, str(imatrix_path))
 
 
-def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType) -> list[TensorSource]:
+def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType, has_imatrix: bool = False) -> list[TensorSource]:
     model = _model_shape(header, path)
     size = path.stat().st_size
     plan = []
@@ -79,7 +84,7 @@ def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType) -> list[T
                 path,
                 "requantizing loses quality; quantize from an f16, bf16 or f32 GGUF",
             )
-        out_type = tensor_type(t.name, t.shape, t.type, file_type, model)
+        out_type = tensor_type(t.name, t.shape, t.type, file_type, model, has_imatrix)
         dtype = np.dtype(_SOURCE_DTYPES[t.type])
         if t.offset + int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize > size:
             raise QConvertError(f"tensor {t.name} lies past the end of the file (truncated)", path, "re-convert or re-download it")
@@ -95,10 +100,13 @@ def quantize_gguf(src: Path, dst: Path, options: QuantizeOptions) -> Path:
     if not src.is_file():
         raise QConvertError("no such GGUF file", src)
     header = read_gguf_header(src)
-    plan = plan_quantize(header, src, options.file_type)
+    imatrix = read_imatrix(Path(options.imatrix)) if options.imatrix is not None else None
+    plan = plan_quantize(header, src, options.file_type, imatrix is not None)
+    if imatrix is not None:
+        plan = attach_importance(plan, imatrix, Path(options.imatrix))
     with atomic_output(dst, options.force) as tmp:
         write_gguf(
-            tmp, header.get("general.architecture"), lambda w: _copy_metadata(header, w, options.file_type), plan,
+            tmp, header.get("general.architecture"), lambda w: _copy_metadata(header, w, options.file_type, imatrix, options.imatrix), plan,
             options.threads or default_threads(), options.progress,
         )
     return dst

@@ -65,8 +65,9 @@ def _fallback(t: T, n_per_row: int) -> T:
     return t if n_per_row % block_size(t) == 0 else T.F16
 
 
-def tensor_type(name: str, shape: tuple[int, ...], source: T, file_type: FileType, model: ModelShape) -> T:
-    """The type of tensor `name` (numpy `shape`, stored as `source`) in a `file_type` file."""
+def tensor_type(name: str, shape: tuple[int, ...], source: T, file_type: FileType, model: ModelShape, has_imatrix: bool = False) -> T:
+    """The type of tensor `name` (numpy `shape`, stored as `source`) in a `file_type` file,
+    quantized with or without an importance matrix."""
     if not allows_quantization(name, shape):
         return source
     info = FILE_TYPES[file_type]
@@ -83,7 +84,7 @@ def tensor_type(name: str, shape: tuple[int, ...], source: T, file_type: FileTyp
     elif cat in info.mix:
         m = _LAYER.match(name)
         layer = int(m.group(1)) if m else 0
-        new = info.mix[cat](LayerContext(layer, model.n_layer, model.n_gqa)) or new
+        new = info.mix[cat](LayerContext(layer, model.n_layer, model.n_gqa, has_imatrix)) or new
     if cat == Category.ATTN_V and model.is_70b and new in (T.Q3_K, T.Q4_K):
         new = T.Q5_K
     return _fallback(new, n_per_row)

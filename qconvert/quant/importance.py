@@ -1,0 +1,50 @@
+"""Importance weights for GGUF quantization: each tensor's row of an importance matrix, looked up as
+llama-quantize does, after checking that the matrix belongs to this model."""
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from gguf import GGUFWriter
+
+from qconvert.errors import QConvertError
+from qconvert.gguf_stream import TensorSource
+from qconvert.imatrix.file import ImportanceMatrix
+
+log = logging.getLogger(__name__)
+
+
+def attach_importance(plan: list[TensorSource], imatrix: ImportanceMatrix, where: Path) -> list[TensorSource]:
+    """The plan with importance weights on every quantized tensor the matrix covers. Tensors it lacks
+    are quantized without (llama-quantize does the same); a matrix naming tensors this model does
+    not have, or with rows of another width, is from another model: refused."""
+    names = {t.name for t in plan}
+    foreign = sorted(set(imatrix.entries) - names)
+    if foreign:
+        raise QConvertError(f"the importance matrix has {foreign[0]}, which this model does not have", where, "was it computed on another model?")
+    attached = []
+    for t in plan:
+        weights = imatrix.importance(t.name) if t.name in imatrix.entries else None
+        if weights is not None and weights.size != t.row_len:
+            raise QConvertError(
+                f"the importance matrix has {weights.size} columns for {t.name}, whose rows are {t.row_len} long", where, "was it computed on another model?"
+            )
+        if weights is None and t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) > 1:
+            log.info("no importance weights for %s: quantized without", t.name)
+        attached.append(dataclasses.replace(t, importance=weights))
+    return attached
+
+
+def write_imatrix_metadata(w: GGUFWriter, imatrix: ImportanceMatrix, source: str) -> None:
+    """The keys llama-quantize --imatrix records: the file (here also "computed in-line from ..."),
+    its first dataset, its entry count and, when known, its chunk count; strings cut at 127 bytes."""
+    w.add_string("quantize.imatrix.file", _cut(source))
+    if imatrix.datasets:
+        w.add_string("quantize.imatrix.dataset", _cut(imatrix.datasets[0]))
+    w.add_uint32("quantize.imatrix.entries_count", len(imatrix.entries))
+    if imatrix.chunk_count > 0:
+        w.add_uint32("quantize.imatrix.chunks_count", imatrix.chunk_count)
+
+
+def _cut(text: str) -> str:
+    return text.encode()[:127].decode(errors="ignore")
