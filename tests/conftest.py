@@ -101,3 +101,30 @@ def fixture_f16(gguf_dir) -> Path:
 @pytest.fixture(scope="session")
 def fixture_config() -> dict:
     return json.loads((FIXTURE / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def odd_llama_f16(tmp_path_factory):
+    """Random Llama: hidden 384 (not a multiple of 256), ffn 1000 (not even of 32), GQA 4, 16
+    layers (so every layer rule has both outcomes), tied embeddings."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.variants import copy_tokenizer
+
+    d = tmp_path_factory.mktemp("odd-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=4096,
+        hidden_size=384,
+        intermediate_size=1000,
+        num_hidden_layers=16,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        max_position_embeddings=512,
+    )
+    model = LlamaForCausalLM(config)
+    model.to(torch.float16).save_pretrained(d / "hf")
+    copy_tokenizer(d / "hf")
+    return convert(d / "hf", d / "odd-llama-f16.gguf")

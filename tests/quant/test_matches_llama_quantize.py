@@ -5,14 +5,10 @@ random-weight Llama whose row lengths (384, and 1000 for ffn_down) force the fal
 import subprocess
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from qconvert.llama_cpp import find_tool
 from qconvert.quant.file_types import FileType
 from tests.conftest import FIXTURE, convert, run_cli
 from tests.quant.gguf_compare import differences, metadata_differences
-from tests.variants import copy_tokenizer
 
 ALL_TYPES = list(FileType)
 
@@ -20,28 +16,6 @@ ALL_TYPES = list(FileType)
 def llama_quantize(src, dst, file_type: FileType) -> None:
     proc = subprocess.run([str(find_tool("llama-quantize")), str(src), str(dst), file_type.value.upper(), "2"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def odd_llama_f16(tmp_path_factory):
-    """Random Llama: hidden 384 (not a multiple of 256), ffn 1000 (not even of 32), GQA 4, 16
-    layers (so every layer rule has both outcomes), tied embeddings."""
-    d = tmp_path_factory.mktemp("odd-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=4096,
-        hidden_size=384,
-        intermediate_size=1000,
-        num_hidden_layers=16,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        max_position_embeddings=512,
-    )
-    model = LlamaForCausalLM(config)
-    model.to(torch.float16).save_pretrained(d / "hf")
-    copy_tokenizer(d / "hf")
-    return convert(d / "hf", d / "odd-llama-f16.gguf")
 
 
 @pytest.mark.parametrize("file_type", ALL_TYPES, ids=[t.value for t in ALL_TYPES])
