@@ -5,6 +5,9 @@
    count, several runs each; the best wall time and the peak RSS of each, and their ratios.
 3. The one-step route `qconvert gguf MODEL_DIR --type q4_k_m` against llama.cpp's two steps
    (convert_hf_to_gguf.py --outtype f16, then llama-quantize), with a byte comparison of the data.
+4. With an importance matrix: `qconvert imatrix` against `llama-imatrix` over the same number of
+   tokens of the held-out text (--imatrix-chunks × 512), same threads; then every file type
+   quantized with llama-imatrix's file by both quantizers, as in 2.
 
     python scripts/bench_quantize.py [--runs 3] [--threads 2] [--hidden 1024 --layers 8] [--types q4_k_m,q8_0]
 """
@@ -28,6 +31,7 @@ from qconvert.quant.file_types import FileType  # noqa: E402
 from tests.quant.gguf_compare import differences  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny-qwen2"
+EVAL_TEXT = ROOT / "calibration" / "eval" / "heldout-en.txt"
 QCONVERT = [sys.executable, "-m", "qconvert"]
 TIME = shutil.which("time") or "/usr/bin/time"  # GNU time (Debian package `time`)
 
@@ -95,6 +99,39 @@ def best_of(runs: int, make_cmd) -> tuple[float, float]:
     return min(r[0] for r in results), max(r[1] for r in results)
 
 
+def quantize_table(args, work: Path, f16: Path, imatrix: Path | None = None) -> None:
+    """Every type by both quantizers from the same f16 GGUF (and importance matrix), with a byte check."""
+    quantize = find_tool("llama-quantize")
+    t = str(args.threads)
+    flags = ["--imatrix", imatrix] if imatrix else []
+    print("\n| type | qconvert s | llama-quantize s | ratio | qconvert peak RSS MiB | llama-quantize peak RSS MiB | RSS ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.types.split(","):
+        ours_out, theirs_out = work / f"ours-{name}.gguf", work / f"theirs-{name}.gguf"
+        ours = best_of(args.runs, lambda: [*QCONVERT, "quantize", f16, ours_out, name, "--threads", t, "--force", *flags])
+        theirs = best_of(args.runs, lambda: [quantize, *flags, f16, theirs_out, name.upper(), t])
+        same = "" if not differences(ours_out, theirs_out) else "  (DATA DIFFERS)"
+        print(f"| {name} | {ours[0]:.2f} | {theirs[0]:.2f} | {ours[0] / theirs[0]:.2f} | {ours[1]:.0f} | {theirs[1]:.0f} | {ours[1] / theirs[1]:.2f} |{same}", flush=True)
+        ours_out.unlink()
+        theirs_out.unlink()
+
+
+def imatrix_section(args, work: Path, model: Path, f16: Path) -> Path:
+    """qconvert imatrix against llama-imatrix over the same number of tokens of the same text, same
+    threads; returns llama-imatrix's file."""
+    t, ctx = str(args.threads), 512
+    calib = work / "imatrix-calib.safetensors"
+    subprocess.run([*QCONVERT, "calib", model, "--source", EVAL_TEXT, "--n-samples", str(args.imatrix_chunks), "--seqlen", str(ctx), "-o", calib, "--force"], check=True, stdout=subprocess.DEVNULL)
+    theirs, ours = work / "imatrix-llama.gguf", work / "imatrix-qconvert.gguf"
+    theirs_s = best_of(args.runs, lambda: [find_tool("llama-imatrix"), "-m", f16, "-f", EVAL_TEXT, "-o", theirs, "-c", ctx, "-b", ctx, "--chunks", args.imatrix_chunks, "-t", t, "--no-ppl"])
+    ours_s = best_of(args.runs, lambda: [*QCONVERT, "imatrix", model, "--calib", calib, "-o", ours, "--threads", t, "--force"])
+    print(
+        f"\nimportance matrix, {args.imatrix_chunks} × {ctx} tokens: qconvert imatrix {ours_s[0]:.2f} s (peak {ours_s[1]:.0f} MiB) vs "
+        f"llama-imatrix {theirs_s[0]:.2f} s (peak {theirs_s[1]:.0f} MiB); ratio {ours_s[0] / theirs_s[0]:.2f}"
+    )
+    return theirs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -106,6 +143,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--types", default=",".join(t.value for t in FileType if t not in (FileType.F32, FileType.F16, FileType.BF16)))
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
+    ap.add_argument("--imatrix-chunks", type=int, default=8, help="512-token chunks for the importance-matrix comparison (0: skip it)")
     args = ap.parse_args()
 
     work = args.workdir
@@ -121,18 +159,7 @@ def main() -> None:
         f"\nmodel: random Llama, hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}, vocab {args.vocab}; "
         f"f16 GGUF {size_mb:.0f} MiB; threads {t}; best of {args.runs} (time), max of {args.runs} (RSS)"
     )
-    print("\n| type | qconvert s | llama-quantize s | ratio | qconvert peak RSS MiB | llama-quantize peak RSS MiB | RSS ratio |")
-    print("|---|---|---|---|---|---|---|")
-    rows = []
-    for name in args.types.split(","):
-        ours_out, theirs_out = work / f"ours-{name}.gguf", work / f"theirs-{name}.gguf"
-        ours = best_of(args.runs, lambda: [*QCONVERT, "quantize", f16, ours_out, name, "--threads", t, "--force"])
-        theirs = best_of(args.runs, lambda: [quantize, f16, theirs_out, name.upper(), t])
-        same = "" if not differences(ours_out, theirs_out) else "  (DATA DIFFERS)"
-        rows.append((name, ours, theirs))
-        print(f"| {name} | {ours[0]:.2f} | {theirs[0]:.2f} | {ours[0] / theirs[0]:.2f} | {ours[1]:.0f} | {theirs[1]:.0f} | {ours[1] / theirs[1]:.2f} |{same}")
-        ours_out.unlink()
-        theirs_out.unlink()
+    quantize_table(args, work, f16)
 
     # One step (HF → q4_k_m) against llama.cpp's two steps.
     one = work / "one-step-q4_k_m.gguf"
@@ -147,6 +174,10 @@ def main() -> None:
         f"(peak {convert_s[1]:.0f} MiB) + llama-quantize {quant_s[0]:.2f} s = {total:.2f} s; ratio {ours_s[0] / total:.2f}; "
         f"tensor data {'byte-identical' if identical else 'DIFFERENT'}"
     )
+    if args.imatrix_chunks:
+        imatrix = imatrix_section(args, work, model, f16)
+        print("\nwith llama-imatrix's importance matrix:")
+        quantize_table(args, work, f16, imatrix)
 
 
 if __name__ == "__main__":
