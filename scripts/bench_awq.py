@@ -65,19 +65,10 @@ def quantize(tool: str, model: Path, calib: Path, group_size: int, tag: str, dev
 
 
 def rtn_dense(source: Path, group_size: int, out: Path) -> Path:
-    import qconvert
     from qconvert.awq.grid import fake_quantize
-    from qconvert.convert.arch import LLAMA_BLOCK
-    from qconvert.hf.checkpoint_files import copy_tokenizer_files
+    from tests.variants import fake_quantized_copy
 
-    model = qconvert.load(source)
-    for layer in model.model.layers:
-        for name in LLAMA_BLOCK.linears:
-            linear = layer.get_submodule(name)
-            linear.weight.data = fake_quantize(linear.weight.data, 4, group_size, zero_point=True)
-    model.save_pretrained(out)
-    copy_tokenizer_files(source, out)
-    return out
+    return fake_quantized_copy(source, out, lambda w: fake_quantize(w, 4, group_size, zero_point=True))
 
 
 def make_model(layers: int) -> Path:

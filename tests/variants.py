@@ -3,6 +3,7 @@ embeddings), and as a sharded bf16 checkpoint. Same trained weights, different p
 converter."""
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -71,5 +72,21 @@ def resave_sharded_bf16(dst: Path) -> Path:
     qwen = Qwen2ForCausalLM.from_pretrained(FIXTURE, dtype=torch.float32)
     dst.mkdir(parents=True, exist_ok=True)
     qwen.to(torch.bfloat16).save_pretrained(dst, max_shard_size="3MB")
+    copy_tokenizer(dst)
+    return dst
+
+
+def fake_quantized_copy(source: Path, dst: Path, quantize: Callable[[torch.Tensor], torch.Tensor]) -> Path:
+    """A plain HF copy of `source` whose decoder-layer linears hold `quantize(weight)`, e.g. the
+    round-to-nearest baseline the quantizers are measured against."""
+    import qconvert
+    from qconvert.convert.arch import LLAMA_BLOCK
+
+    model = qconvert.load(source)
+    for layer in model.model.layers:
+        for name in LLAMA_BLOCK.linears:
+            linear = layer.get_submodule(name)
+            linear.weight.data = quantize(linear.weight.data)
+    model.save_pretrained(dst)
     copy_tokenizer(dst)
     return dst

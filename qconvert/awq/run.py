@@ -24,12 +24,11 @@ from qconvert.awq.trial import GGUFTrial, GridTrial
 from qconvert.calib.options import CalibInput
 from qconvert.convert.arch import DecoderBlock, ScalingGroup
 from qconvert.errors import QConvertError
-from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
-from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
+from qconvert.layerwise.driver import Group, LayerCalls, real_tokens
 from qconvert.layerwise.session import RunOptions, Session, linear_shapes, open_session
-from qconvert.outputs import atomic_output_dir, check_output_path
+from qconvert.outputs import check_output_path
 from qconvert.quant.file_types import FileType
 from qconvert.quant.tensor_types import ModelShape
 
@@ -240,14 +239,11 @@ def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config
     session = open_session(model_dir, options)
     _check_widths(config, linear_shapes(session), model_dir)
     calib = session.calibration(calib_input, "AWQ", options.progress)
-    with atomic_output_dir(out_dir, options.force) as tmp:
-        writer = ShardWriter(tmp, options.max_shard_bytes)
-        algorithm = AWQAlgorithm(config, writer, session.spec.block, session.ckpt, _trial(config, session))
-        run_layerwise(model_dir, session.spec.block, session.ckpt, calib, algorithm, DriverOptions(session.device, options.dtype, options.progress, "awq"))
-        session.write_outside_layers(writer)
-        writer.close()
-        write_config(tmp, session.model.raw, None if config.export_compatible else quantization_config(config))
-        copy_tokenizer_files(model_dir, tmp)
+
+    def algorithm_for(writer: ShardWriter) -> AWQAlgorithm:
+        return AWQAlgorithm(config, writer, session.spec.block, session.ckpt, _trial(config, session))
+
+    session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "awq", None if config.export_compatible else quantization_config(config))
     log.info("wrote %s", out_dir)
     return out_dir
 

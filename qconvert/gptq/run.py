@@ -20,12 +20,11 @@ from qconvert.gptq.config import GPTQConfig
 from qconvert.gptq.hessian import Hessian
 from qconvert.gptq.packing import PACK, pack_linear
 from qconvert.gptq.solve import gptq_quantize
-from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
-from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
+from qconvert.layerwise.driver import Group, LayerCalls, real_tokens
 from qconvert.layerwise.session import RunOptions, linear_shapes, open_session
-from qconvert.outputs import atomic_output_dir, check_output_path
+from qconvert.outputs import check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +114,10 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
     session = open_session(model_dir, options)
     _check_widths(config, linear_shapes(session), model_dir)
     calib = session.calibration(calib_input, "GPTQ", options.progress)
-    with atomic_output_dir(out_dir, options.force) as tmp:
-        writer = ShardWriter(tmp, options.max_shard_bytes)
-        algorithm = GPTQAlgorithm(config, writer, session.spec.block, session.ckpt, session.device)
-        run_layerwise(model_dir, session.spec.block, session.ckpt, calib, algorithm, DriverOptions(session.device, options.dtype, options.progress, "gptq"))
-        session.write_outside_layers(writer)
-        writer.close()
-        qconfig = quantization_config(config)
-        write_config(tmp, session.model.raw, qconfig)
-        write_json(tmp / "quantize_config.json", qconfig)
-        copy_tokenizer_files(model_dir, tmp)
+
+    def algorithm_for(writer: ShardWriter) -> GPTQAlgorithm:
+        return GPTQAlgorithm(config, writer, session.spec.block, session.ckpt, session.device)
+
+    session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "gptq", quantization_config(config))
     log.info("wrote %s", out_dir)
     return out_dir

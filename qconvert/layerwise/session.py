@@ -1,6 +1,7 @@
 """What every layer-wise quantizer (GPTQ, AWQ, ...) does around the driver: check the output path, the
 model and the calibration set before any work, and write the tensors outside the decoder layers."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from qconvert.convert.arch import ArchSpec, arch_spec
 from qconvert.errors import QConvertError
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json
 from qconvert.hf.shard_writer import ShardWriter
+from qconvert.layerwise.driver import DriverOptions, LayerAlgorithm, run_layerwise
+from qconvert.outputs import atomic_output_dir
 
 MIN_CALIB_TOKENS = 1024  # fewer make Hessians of rank far below any real width, and AWQ's statistics noise
 
@@ -46,11 +50,23 @@ class Session:
             )
         return calib
 
-    def write_outside_layers(self, writer: ShardWriter) -> None:
-        """Embeddings, final norm, lm_head: unquantized, fp16."""
-        for name in self.ckpt.entries:
-            if not name.startswith(f"{self.spec.block.layers_path}."):
-                writer.add(name, torch.from_numpy(self.ckpt.load(name)).half())
+    def write_checkpoint(
+        self, model_dir: Path, out_dir: Path, calib: CalibrationSet, algorithm_for: Callable[[ShardWriter], LayerAlgorithm], options: RunOptions, desc: str, quantization_config: dict | None
+    ) -> None:
+        """Runs the algorithm layer by layer into a new checkpoint folder: the layers it writes,
+        everything outside the decoder layers (embeddings, final norm, lm_head) in fp16, config.json
+        with `quantization_config` (and quantize_config.json, as AutoGPTQ), the tokenizer files."""
+        with atomic_output_dir(out_dir, options.force) as tmp:
+            writer = ShardWriter(tmp, options.max_shard_bytes)
+            run_layerwise(model_dir, self.spec.block, self.ckpt, calib, algorithm_for(writer), DriverOptions(self.device, options.dtype, options.progress, desc))
+            for name in self.ckpt.entries:
+                if not name.startswith(f"{self.spec.block.layers_path}."):
+                    writer.add(name, torch.from_numpy(self.ckpt.load(name)).half())
+            writer.close()
+            write_config(tmp, self.model.raw, quantization_config)
+            if quantization_config is not None and quantization_config["quant_method"] == "gptq":
+                write_json(tmp / "quantize_config.json", quantization_config)
+            copy_tokenizer_files(model_dir, tmp)
 
 
 def open_session(model_dir: Path, options: RunOptions) -> Session:

@@ -6,24 +6,15 @@ from pathlib import Path
 
 import pytest
 
-import qconvert
 from qconvert.awq.grid import fake_quantize
-from qconvert.convert.arch import LLAMA_BLOCK
 from tests.awq.conftest import awq_cli
 from tests.awq.models import make_outlier_variant
 from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, ppl_json
-from tests.variants import copy_tokenizer
+from tests.variants import fake_quantized_copy
 
 
 def rtn_model(source: Path, dst: Path) -> Path:
-    model = qconvert.load(source)
-    for layer in model.model.layers:
-        for name in LLAMA_BLOCK.linears:
-            linear = layer.get_submodule(name)
-            linear.weight.data = fake_quantize(linear.weight.data, 4, 128, zero_point=True)
-    model.save_pretrained(dst)
-    copy_tokenizer(dst)
-    return dst
+    return fake_quantized_copy(source, dst, lambda w: fake_quantize(w, 4, 128, zero_point=True))
 
 
 def measure(model: Path, base: Path) -> dict:

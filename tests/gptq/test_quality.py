@@ -6,24 +6,15 @@ from pathlib import Path
 
 import pytest
 
-import qconvert
-from qconvert.convert.arch import LLAMA_BLOCK
 from qconvert.gptq.config import GPTQConfig
 from qconvert.gptq.solve import round_to_nearest
 from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, ppl_json
-from tests.variants import copy_tokenizer
+from tests.variants import fake_quantized_copy
 
 
 def rtn_model(dst: Path, bits: int, group_size: int) -> Path:
-    model = qconvert.load(FIXTURE)
     config = GPTQConfig(bits=bits, group_size=group_size)
-    for layer in model.model.layers:
-        for name in LLAMA_BLOCK.linears:
-            linear = layer.get_submodule(name)
-            linear.weight.data = round_to_nearest(linear.weight.data, config).dequantized()
-    model.save_pretrained(dst)
-    copy_tokenizer(dst)
-    return dst
+    return fake_quantized_copy(FIXTURE, dst, lambda w: round_to_nearest(w, config).dequantized())
 
 
 def measure(model: Path) -> dict:
