@@ -62,19 +62,24 @@ bench-gptq: install peers
 bench-awq: install peers
 	$(PY) scripts/bench_awq.py
 
-# The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it.
+# The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it
+# (tests/native, and the imatrix-weighted kernels against llama-quantize --imatrix).
 ASAN_DIR := build/asan
+ASAN_TESTS := tests/native tests/quant/test_weighted_kernels.py
 asan-test: install
-	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tests
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tests/quant $(ASAN_DIR)/$(FIXTURE)
 	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
 		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cp -r qconvert/*.py qconvert/*/ $(ASAN_DIR)/qconvert/
-	cp -r tests/__init__.py tests/conftest.py tests/native $(ASAN_DIR)/tests/
+	cp -r tests/__init__.py tests/conftest.py tests/variants.py tests/native $(ASAN_DIR)/tests/
+	cp tests/quant/__init__.py tests/quant/legacy_imatrix.py tests/quant/test_weighted_kernels.py $(ASAN_DIR)/tests/quant/
+	# The random Llama of the weighted-kernel tests borrows the fixture's tokenizer.
+	cp $(FIXTURE)/tokenizer*.json $(ASAN_DIR)/$(FIXTURE)/
 	# Run from the copy, so that `qconvert` resolves to it and not to the editable install.
 	cd $(ASAN_DIR) && LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 		../../$(PY) -c "import qconvert._native as n, sys; sys.exit(0 if n.__file__.startswith('$(CURDIR)/$(ASAN_DIR)') else 'not the ASan build: ' + n.__file__)" && \
 		LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-		../../$(PY) -m pytest -q tests/native -p no:cacheprovider
+		../../$(PY) -m pytest -q $(ASAN_TESTS) -p no:cacheprovider
 
 # Re-train the committed fixture model from the bundled text (minutes of CPU time).
 fixture: $(INSTALLED)

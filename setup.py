@@ -5,11 +5,13 @@ import numpy
 from setuptools import Extension, setup
 
 sources = sorted(str(p) for p in Path("native").glob("*.c"))
+headers = sorted(str(p) for p in Path("native").glob("*.h"))  # a header change rebuilds too
 setup(
     ext_modules=[
         Extension(
             "qconvert._native",
             sources=sources,
+            depends=headers,
             include_dirs=[numpy.get_include(), "native"],
             # No -march=native and no FMA contraction: llama.cpp compiles its reference quantizers
             # (ggml-base) for the baseline ISA, and byte-identical output needs the same float ops.

@@ -2,6 +2,10 @@
  *
  * Works on buffers (numpy arrays from the Python side), releases the GIL, and splits rows over
  * POSIX threads. Rows are independent, so the output does not depend on the thread count.
+ *
+ * The functions are public, so nothing the caller says is trusted: every size is computed with
+ * overflow checks before any buffer length is compared with it, and every buffer's element
+ * format, contiguity, alignment and length are checked here, each failure with its own message.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,6 +21,87 @@
 /* fp16 → fp32 for every bit pattern: an fp16 source is widened row by row through this table. */
 static float f16_to_f32_table[1 << 16];
 
+/* ---- argument checks ------------------------------------------------------------------------ */
+
+/* a·b for a, b ≥ 0, or -1 when the product does not fit in a Py_ssize_t. */
+static Py_ssize_t checked_mul(Py_ssize_t a, Py_ssize_t b) {
+    if (b != 0 && a > PY_SSIZE_T_MAX / b) return -1;
+    return a * b;
+}
+
+/* A long long argument as a Py_ssize_t, or -1 with OverflowError (a negative one is the caller's
+ * to reject, with its own message). */
+static Py_ssize_t as_ssize(long long v, const char *what) {
+    if (v > (long long)PY_SSIZE_T_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s %lld does not fit in a Py_ssize_t", what, v);
+        return -1;
+    }
+    return (Py_ssize_t)v;
+}
+
+/* The element type a buffer must hold: struct-module code, item size and numpy's name for it. */
+typedef struct {
+    char code;
+    Py_ssize_t itemsize;
+    const char *dtype;
+} elem_format;
+
+static const elem_format FMT_F32 = {'f', 4, "float32"};
+static const elem_format FMT_F16 = {'e', 2, "float16"};
+static const elem_format FMT_U8 = {'B', 1, "uint8"};
+static const elem_format FMT_U16 = {'H', 2, "uint16"};
+
+/* Whether a buffer's format string denotes `code` in native byte order and size: "f", "@f", "=f",
+ * or "<f" on a little-endian host. NULL means unsigned bytes ("B"). */
+static int format_is(const char *fmt, char code) {
+    if (!fmt) return code == 'B';
+    if (fmt[0] == '@' || fmt[0] == '=') fmt++;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    else if (fmt[0] == '<') fmt++;
+#endif
+    return fmt[0] == code && fmt[1] == '\0';
+}
+
+/* Get obj's buffer into view (writable if asked) and check that it is a C-contiguous run of
+ * n_items elements of format f (any number if n_items < 0), aligned to `align` bytes. On failure
+ * the view is released, the error names `what` and the problem, and -1 comes back. */
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, elem_format f, Py_ssize_t n_items, Py_ssize_t align,
+                      const char *what) {
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a buffer of %s (a numpy array), not %.100s", what, f.dtype, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) != 0) {
+        view->obj = NULL;
+        return -1;
+    }
+    if (writable && view->readonly) {
+        PyErr_Format(PyExc_ValueError, "%s buffer is read-only", what);
+    } else if (!format_is(view->format, f.code) || view->itemsize != f.itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s buffer holds items of format '%s' and size %zd, expected %s ('%c', size %zd)", what,
+                     view->format ? view->format : "B", view->itemsize, f.dtype, f.code, f.itemsize);
+    } else if (!PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%s buffer is not C-contiguous", what);
+    } else if ((uintptr_t)view->buf % (uintptr_t)align != 0) {
+        PyErr_Format(PyExc_ValueError, "%s buffer is not aligned to %zd bytes", what, align);
+    } else if (n_items >= 0 && view->len / f.itemsize != n_items) {
+        PyErr_Format(PyExc_ValueError, "%s buffer has %zd %s items, expected %zd", what, view->len / f.itemsize, f.dtype, n_items);
+    } else {
+        return 0;
+    }
+    PyBuffer_Release(view);
+    view->obj = NULL;
+    return -1;
+}
+
+static const qc_type_traits *traits_or_error(int type) {
+    const qc_type_traits *t = qc_traits(type);
+    if (!t) PyErr_Format(PyExc_ValueError, "unsupported block type id %d", type);
+    return t;
+}
+
+/* ---- quantize_into ---------------------------------------------------------------------------- */
+
 typedef struct {
     const qc_type_traits *traits;
     const void *src;
@@ -27,7 +112,7 @@ typedef struct {
     int64_t row_begin, row_end;
     size_t row_bytes;
     int64_t bad_index; /* first non-finite element (flat index), or -1 */
-    int status;        /* 0 ok; -1 kernel refused */
+    int out_of_memory;
 } job_t;
 
 static void *quantize_rows(void *arg) {
@@ -36,7 +121,7 @@ static void *quantize_rows(void *arg) {
     if (job->src_f16 && job->row_begin < job->row_end) {
         widened = malloc((size_t)job->n_per_row * sizeof(float));
         if (!widened) {
-            job->status = -2;
+            job->out_of_memory = 1;
             return NULL;
         }
     }
@@ -55,51 +140,16 @@ static void *quantize_rows(void *arg) {
                 goto out;
             }
         }
-        if (job->traits->quantize_row(row, job->dst + (size_t)r * job->row_bytes, job->n_per_row, job->importance) != 0) {
-            job->status = -1;
-            goto out;
-        }
+        job->traits->quantize_row(row, job->dst + (size_t)r * job->row_bytes, job->n_per_row, job->importance);
     }
 out:
     free(widened);
     return NULL;
 }
 
-static const qc_type_traits *traits_or_error(int type) {
-    const qc_type_traits *t = qc_traits(type);
-    if (!t) PyErr_Format(PyExc_ValueError, "unsupported block type id %d", type);
-    return t;
-}
-
-static int check_buffer(Py_buffer *b, Py_ssize_t need, const char *what) {
-    if (b->len != need) {
-        PyErr_Format(PyExc_ValueError, "%s buffer has %zd bytes, expected %zd", what, b->len, need);
-        return -1;
-    }
-    return 0;
-}
-
-/* quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None, src_f16=False) */
-static PyObject *quantize_into(PyObject *self, PyObject *args) {
-    int type, threads, src_f16 = 0;
-    long long n_rows, n_per_row;
-    Py_buffer src = {0}, dst = {0}, imp = {0};
-    PyObject *imp_obj = Py_None;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "iy*LLw*i|Op", &type, &src, &n_rows, &n_per_row, &dst, &threads, &imp_obj, &src_f16)) return NULL;
-    PyObject *result = NULL;
-    const qc_type_traits *t = traits_or_error(type);
-    if (!t) goto done;
-    if (n_rows < 0 || n_per_row <= 0 || n_per_row % t->block_elems != 0) {
-        PyErr_Format(PyExc_ValueError, "row length %lld is not a multiple of %s's block of %d", n_per_row, t->name, t->block_elems);
-        goto done;
-    }
-    const size_t row_bytes = (size_t)(n_per_row / t->block_elems) * (size_t)t->block_bytes;
-    if (check_buffer(&src, (Py_ssize_t)(n_rows * n_per_row * (src_f16 ? 2 : 4)), "source") || check_buffer(&dst, (Py_ssize_t)(n_rows * row_bytes), "destination")) goto done;
-    if (imp_obj != Py_None) {
-        if (PyObject_GetBuffer(imp_obj, &imp, PyBUF_SIMPLE) != 0) goto done;
-        if (check_buffer(&imp, (Py_ssize_t)(n_per_row * 4), "importance")) goto done;
-    }
+/* Run the rows over `threads` threads; 0, or -1 with the error of the first failing job. */
+static int run_jobs(const qc_type_traits *t, const void *src, int src_f16, uint8_t *dst, const float *importance,
+                    Py_ssize_t n_rows, Py_ssize_t n_per_row, size_t row_bytes, int threads) {
     if (threads < 1) threads = 1;
     if (threads > QC_MAX_THREADS) threads = QC_MAX_THREADS;
     if (threads > n_rows) threads = n_rows > 0 ? (int)n_rows : 1;
@@ -108,8 +158,7 @@ static PyObject *quantize_into(PyObject *self, PyObject *args) {
     pthread_t tids[QC_MAX_THREADS];
     int started[QC_MAX_THREADS] = {0};
     for (int i = 0; i < threads; i++) {
-        jobs[i] = (job_t){t, src.buf, src_f16, (uint8_t *)dst.buf, imp.buf ? (const float *)imp.buf : NULL, n_per_row,
-                          n_rows * i / threads, n_rows * (i + 1) / threads, row_bytes, -1, 0};
+        jobs[i] = (job_t){t, src, src_f16, dst, importance, n_per_row, n_rows * i / threads, n_rows * (i + 1) / threads, row_bytes, -1, 0};
     }
     Py_BEGIN_ALLOW_THREADS
     for (int i = 1; i < threads; i++) started[i] = pthread_create(&tids[i], NULL, quantize_rows, &jobs[i]) == 0;
@@ -120,51 +169,99 @@ static PyObject *quantize_into(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
 
-    for (int i = 0; i < threads; i++) {
+    for (int i = 0; i < threads; i++) { /* jobs in row order: the first bad row is reported */
         if (jobs[i].bad_index >= 0) {
             PyErr_Format(PyExc_FloatingPointError, "non-finite value at row %lld, column %lld",
                          (long long)(jobs[i].bad_index / n_per_row), (long long)(jobs[i].bad_index % n_per_row));
-            goto done;
+            return -1;
         }
-        if (jobs[i].status == -2) {
+        if (jobs[i].out_of_memory) {
             PyErr_NoMemory();
-            goto done;
-        }
-        if (jobs[i].status != 0) {
-            PyErr_Format(PyExc_NotImplementedError, "%s does not take importance weights yet", t->name);
-            goto done;
+            return -1;
         }
     }
-    result = Py_NewRef(Py_None);
+    return 0;
+}
+
+/* quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None, src_f16=False):
+ * src holds n_rows × n_per_row float32 values (float16 with src_f16), dst receives n_rows rows
+ * of n_per_row / block_elems blocks (uint8), importance is None or n_per_row float32 weights. */
+static PyObject *quantize_into(PyObject *self, PyObject *args) {
+    int type, threads, src_f16 = 0;
+    long long n_rows_arg, n_per_row_arg;
+    PyObject *src_obj, *dst_obj, *imp_obj = Py_None;
+    Py_buffer src = {0}, dst = {0}, imp = {0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOLLOi|Op", &type, &src_obj, &n_rows_arg, &n_per_row_arg, &dst_obj, &threads, &imp_obj, &src_f16)) return NULL;
+    PyObject *result = NULL;
+    const qc_type_traits *t = traits_or_error(type);
+    if (!t) return NULL;
+    if (n_rows_arg < 0) return PyErr_Format(PyExc_ValueError, "n_rows must not be negative, got %lld", n_rows_arg);
+    if (n_per_row_arg <= 0) return PyErr_Format(PyExc_ValueError, "n_per_row must be positive, got %lld", n_per_row_arg);
+    if (n_per_row_arg % t->block_elems != 0)
+        return PyErr_Format(PyExc_ValueError, "row length %lld is not a multiple of %s's block of %d", n_per_row_arg, t->name, t->block_elems);
+    const Py_ssize_t n_rows = as_ssize(n_rows_arg, "n_rows"), n_per_row = as_ssize(n_per_row_arg, "n_per_row");
+    if (n_rows < 0 || n_per_row < 0) return NULL;
+    const Py_ssize_t n_values = checked_mul(n_rows, n_per_row);
+    const Py_ssize_t row_bytes = checked_mul(n_per_row / t->block_elems, t->block_bytes);
+    const Py_ssize_t dst_bytes = row_bytes < 0 ? -1 : checked_mul(n_rows, row_bytes);
+    if (n_values < 0 || dst_bytes < 0)
+        return PyErr_Format(PyExc_OverflowError, "%lld rows of %lld values are more than a buffer can hold", n_rows_arg, n_per_row_arg);
+
+    const elem_format src_fmt = src_f16 ? FMT_F16 : FMT_F32;
+    if (get_buffer(src_obj, &src, 0, src_fmt, n_values, src_fmt.itemsize, "source") != 0) goto done;
+    if (get_buffer(dst_obj, &dst, 1, FMT_U8, dst_bytes, t->block_align, "destination") != 0) goto done;
+    if (imp_obj != Py_None) {
+        if (get_buffer(imp_obj, &imp, 0, FMT_F32, n_per_row, FMT_F32.itemsize, "importance") != 0) goto done;
+        const float *w = (const float *)imp.buf;
+        for (Py_ssize_t i = 0; i < n_per_row; i++) {
+            if (!isfinite(w[i])) {
+                PyErr_Format(PyExc_ValueError, "importance weight at column %zd is not finite", i);
+                goto done;
+            }
+        }
+    }
+    if (run_jobs(t, src.buf, src_f16, (uint8_t *)dst.buf, imp.obj ? (const float *)imp.buf : NULL, n_rows, n_per_row,
+                 (size_t)row_bytes, threads) == 0)
+        result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
+    if (src.obj) PyBuffer_Release(&src);
+    if (dst.obj) PyBuffer_Release(&dst);
     if (imp.obj) PyBuffer_Release(&imp);
     return result;
 }
 
-/* dequantize_into(type, src, n_values, dst) */
+/* ---- the other functions ---------------------------------------------------------------------- */
+
+/* dequantize_into(type, src, n_values, dst): src holds whole blocks (uint8) of n_values values,
+ * dst receives n_values float32. */
 static PyObject *dequantize_into(PyObject *self, PyObject *args) {
     int type;
-    long long n;
+    long long n_arg;
+    PyObject *src_obj, *dst_obj;
     Py_buffer src = {0}, dst = {0};
     (void)self;
-    if (!PyArg_ParseTuple(args, "iy*Lw*", &type, &src, &n, &dst)) return NULL;
-    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iOLO", &type, &src_obj, &n_arg, &dst_obj)) return NULL;
     const qc_type_traits *t = traits_or_error(type);
-    if (!t) goto done;
-    if (n < 0 || n % t->block_elems != 0) {
-        PyErr_Format(PyExc_ValueError, "%lld values are not whole %s blocks of %d", n, t->name, t->block_elems);
-        goto done;
-    }
-    if (check_buffer(&src, (Py_ssize_t)(n / t->block_elems * t->block_bytes), "source") || check_buffer(&dst, (Py_ssize_t)(n * 4), "destination")) goto done;
+    if (!t) return NULL;
+    if (n_arg < 0) return PyErr_Format(PyExc_ValueError, "n_values must not be negative, got %lld", n_arg);
+    if (n_arg % t->block_elems != 0)
+        return PyErr_Format(PyExc_ValueError, "%lld values are not whole %s blocks of %d", n_arg, t->name, t->block_elems);
+    const Py_ssize_t n = as_ssize(n_arg, "n_values");
+    if (n < 0) return NULL;
+    const Py_ssize_t src_bytes = checked_mul(n / t->block_elems, t->block_bytes);
+    if (src_bytes < 0) return PyErr_Format(PyExc_OverflowError, "%lld values of %s are more than a buffer can hold", n_arg, t->name);
+
+    PyObject *result = NULL;
+    if (get_buffer(src_obj, &src, 0, FMT_U8, src_bytes, t->block_align, "source") != 0) goto done;
+    if (get_buffer(dst_obj, &dst, 1, FMT_F32, n, FMT_F32.itemsize, "destination") != 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     t->dequantize_row(src.buf, (float *)dst.buf, n);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
+    if (src.obj) PyBuffer_Release(&src);
+    if (dst.obj) PyBuffer_Release(&dst);
     return result;
 }
 
@@ -177,33 +274,54 @@ static PyObject *block_info(PyObject *self, PyObject *args) {
     return t ? Py_BuildValue("(sii)", t->name, t->block_elems, t->block_bytes) : NULL;
 }
 
-/* fp32_to_fp16_into(src, dst): the rounding every quantizer uses, exposed for tests. */
+/* block_types() -> the type ids of the type table, in its order. */
+static PyObject *block_types(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    PyObject *ids = PyTuple_New((Py_ssize_t)qc_type_count());
+    for (size_t i = 0; ids && i < qc_type_count(); i++) {
+        PyObject *id = PyLong_FromLong(qc_traits_at(i)->type);
+        if (!id) {
+            Py_DECREF(ids);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ids, (Py_ssize_t)i, id);
+    }
+    return ids;
+}
+
+/* fp32_to_fp16_into(src, dst): the rounding every quantizer uses, exposed for tests. src holds
+ * float32 values, dst receives as many fp16 bit patterns (uint16). */
 static PyObject *fp32_to_fp16_into(PyObject *self, PyObject *args) {
+    PyObject *src_obj, *dst_obj;
     Py_buffer src = {0}, dst = {0};
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*", &src, &dst)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO", &src_obj, &dst_obj)) return NULL;
     PyObject *result = NULL;
-    if (check_buffer(&dst, src.len / 2, "destination") == 0) {
-        const float *s = (const float *)src.buf;
-        qc_half *d = (qc_half *)dst.buf;
-        for (Py_ssize_t i = 0; i < src.len / 4; i++) d[i] = qc_fp32_to_fp16(s[i]);
-        result = Py_NewRef(Py_None);
-    }
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
+    if (get_buffer(src_obj, &src, 0, FMT_F32, -1, FMT_F32.itemsize, "source") != 0) goto done;
+    const Py_ssize_t n = src.len / FMT_F32.itemsize;
+    if (get_buffer(dst_obj, &dst, 1, FMT_U16, n, FMT_U16.itemsize, "destination") != 0) goto done;
+    const float *s = (const float *)src.buf;
+    qc_half *d = (qc_half *)dst.buf;
+    for (Py_ssize_t i = 0; i < n; i++) d[i] = qc_fp32_to_fp16(s[i]);
+    result = Py_NewRef(Py_None);
+done:
+    if (src.obj) PyBuffer_Release(&src);
+    if (dst.obj) PyBuffer_Release(&dst);
     return result;
 }
 
 static PyObject *abi_version(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return PyLong_FromLong(2);
+    return PyLong_FromLong(3);
 }
 
 static PyMethodDef methods[] = {
     {"quantize_into", quantize_into, METH_VARARGS, "quantize_into(type, src, n_rows, n_per_row, dst, threads, importance=None, src_f16=False)"},
     {"dequantize_into", dequantize_into, METH_VARARGS, "dequantize_into(type, src, n_values, dst)"},
     {"block_info", block_info, METH_VARARGS, "block_info(type) -> (name, block_elems, block_bytes)"},
+    {"block_types", block_types, METH_NOARGS, "block_types() -> the type ids this module quantizes"},
     {"fp32_to_fp16_into", fp32_to_fp16_into, METH_VARARGS, "fp32_to_fp16_into(src, dst)"},
     {"abi_version", abi_version, METH_NOARGS, "ABI version of the native extension."},
     {NULL, NULL, 0, NULL},

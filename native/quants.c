@@ -1,23 +1,32 @@
-/* The table of block types: one row per type, everything else derived from it. */
+/* The table of block types: one row per type, its geometry taken from the block structs of
+ * blocks.h, everything else derived from it. */
 #include "quants.h"
 
+#define TYPE(id, name, block, elems, quantize, dequantize) \
+    {id, name, elems, (int)sizeof(block), (int)_Alignof(block), quantize, dequantize}
+
 static const qc_type_traits TRAITS[] = {
-    /* type     name    elems    bytes                                   quantize              dequantize */
-    {QC_Q4_0, "Q4_0", QC_QK,   2 + QC_QK / 2,                          qc_quantize_row_q4_0, qc_dequantize_row_q4_0},
-    {QC_Q4_1, "Q4_1", QC_QK,   2 * 2 + QC_QK / 2,                      qc_quantize_row_q4_1, qc_dequantize_row_q4_1},
-    {QC_Q5_0, "Q5_0", QC_QK,   2 + 4 + QC_QK / 2,                      qc_quantize_row_q5_0, qc_dequantize_row_q5_0},
-    {QC_Q5_1, "Q5_1", QC_QK,   2 * 2 + 4 + QC_QK / 2,                  qc_quantize_row_q5_1, qc_dequantize_row_q5_1},
-    {QC_Q8_0, "Q8_0", QC_QK,   2 + QC_QK,                              qc_quantize_row_q8_0, qc_dequantize_row_q8_0},
-    {QC_Q2_K, "Q2_K", QC_QK_K, QC_QK_K / 16 + QC_QK_K / 4 + 2 * 2,     qc_quantize_row_q2_k, qc_dequantize_row_q2_k},
-    {QC_Q3_K, "Q3_K", QC_QK_K, QC_QK_K / 8 + QC_QK_K / 4 + 12 + 2,     qc_quantize_row_q3_k, qc_dequantize_row_q3_k},
-    {QC_Q4_K, "Q4_K", QC_QK_K, 2 * 2 + 12 + QC_QK_K / 2,               qc_quantize_row_q4_k, qc_dequantize_row_q4_k},
-    {QC_Q5_K, "Q5_K", QC_QK_K, 2 * 2 + 12 + QC_QK_K / 8 + QC_QK_K / 2, qc_quantize_row_q5_k, qc_dequantize_row_q5_k},
-    {QC_Q6_K, "Q6_K", QC_QK_K, QC_QK_K / 2 + QC_QK_K / 4 + QC_QK_K / 16 + 2, qc_quantize_row_q6_k, qc_dequantize_row_q6_k},
+    TYPE(QC_Q4_0, "Q4_0", qc_block_q4_0, QC_QK, qc_quantize_row_q4_0, qc_dequantize_row_q4_0),
+    TYPE(QC_Q4_1, "Q4_1", qc_block_q4_1, QC_QK, qc_quantize_row_q4_1, qc_dequantize_row_q4_1),
+    TYPE(QC_Q5_0, "Q5_0", qc_block_q5_0, QC_QK, qc_quantize_row_q5_0, qc_dequantize_row_q5_0),
+    TYPE(QC_Q5_1, "Q5_1", qc_block_q5_1, QC_QK, qc_quantize_row_q5_1, qc_dequantize_row_q5_1),
+    TYPE(QC_Q8_0, "Q8_0", qc_block_q8_0, QC_QK, qc_quantize_row_q8_0, qc_dequantize_row_q8_0),
+    TYPE(QC_Q2_K, "Q2_K", qc_block_q2_k, QC_QK_K, qc_quantize_row_q2_k, qc_dequantize_row_q2_k),
+    TYPE(QC_Q3_K, "Q3_K", qc_block_q3_k, QC_QK_K, qc_quantize_row_q3_k, qc_dequantize_row_q3_k),
+    TYPE(QC_Q4_K, "Q4_K", qc_block_q4_k, QC_QK_K, qc_quantize_row_q4_k, qc_dequantize_row_q4_k),
+    TYPE(QC_Q5_K, "Q5_K", qc_block_q5_k, QC_QK_K, qc_quantize_row_q5_k, qc_dequantize_row_q5_k),
+    TYPE(QC_Q6_K, "Q6_K", qc_block_q6_k, QC_QK_K, qc_quantize_row_q6_k, qc_dequantize_row_q6_k),
 };
 
+#define N_TYPES (sizeof(TRAITS) / sizeof(TRAITS[0]))
+
 const qc_type_traits *qc_traits(int type) {
-    for (size_t i = 0; i < sizeof(TRAITS) / sizeof(TRAITS[0]); i++) {
+    for (size_t i = 0; i < N_TYPES; i++) {
         if (TRAITS[i].type == type) return &TRAITS[i];
     }
     return NULL;
 }
+
+const qc_type_traits *qc_traits_at(size_t i) { return i < N_TYPES ? &TRAITS[i] : NULL; }
+
+size_t qc_type_count(void) { return N_TYPES; }

@@ -5,9 +5,12 @@
  * reference quantizers (quantize_row_qN_K_ref in ggml-quants.c), which llama-quantize runs when no
  * imatrix is given. Every float expression below therefore keeps the reference's operation order
  * (sequential accumulation, same operand order, division where it divides) and relies on the build
- * not contracting a*b+c into FMAs. Importance weights (the imatrix algorithms) are not implemented
- * yet: a non-NULL importance makes the quantizer return -1 and write nothing.
- * qc_dequantize_row_qN_k mirrors ggml's dequantize_row_qN_K, float order included.
+ * not contracting a*b+c into FMAs. With importance weights the quantizers are instead those that
+ * llama-quantize --imatrix runs (quantize_row_qN_K_impl): the weights w = qw·sqrt(sigma2 + x²)
+ * (raw qw for Q6_K) replace the fixed ones of the group fits, and the sub-block scales and mins
+ * are themselves fitted, weighted by each sub-block's total weight, instead of being scaled to
+ * the super-block maximum. qc_dequantize_row_qN_k mirrors ggml's dequantize_row_qN_K, float
+ * order included.
  *
  * Speed comes from reordering independent work, never from reassociating floats: the per-group
  * fits of a super-block run as lockstep lanes (group g in lane g), so that each lane's arithmetic is
@@ -16,194 +19,12 @@
 #include <math.h>
 #include <string.h>
 
+#include "blocks.h"
+#include "fits.h"
 #include "fp16.h"
 #include "quants.h"
 
-/* ggml-quants.c's GROUP_MAX_EPS: a group whose largest |x| is below this counts as all zero. */
-#define QC_GROUP_EPS 1e-15f
-
-/* ---- block layouts (ggml-common.h); every field is bytes or a 2-byte half, so no padding ---- */
-
-typedef struct {
-    uint8_t scales[QC_QK_K / 16]; /* low nibble: sub-block scale, high nibble: sub-block min */
-    uint8_t qs[QC_QK_K / 4];      /* 2-bit codes */
-    qc_half d, dmin;
-} q2_k_block;
-
-typedef struct {
-    uint8_t hmask[QC_QK_K / 8]; /* third bit of each code */
-    uint8_t qs[QC_QK_K / 4];    /* low 2 bits of each code */
-    uint8_t scales[12];         /* 16 signed 6-bit scales, offset by 32 */
-    qc_half d;
-} q3_k_block;
-
-typedef struct {
-    qc_half d, dmin;
-    uint8_t scales[12]; /* 8 6-bit scales and 8 6-bit mins */
-    uint8_t qs[QC_QK_K / 2];
-} q4_k_block;
-
-typedef struct {
-    qc_half d, dmin;
-    uint8_t scales[12];
-    uint8_t qh[QC_QK_K / 8]; /* fifth bit of each code */
-    uint8_t qs[QC_QK_K / 2];
-} q5_k_block;
-
-typedef struct {
-    uint8_t ql[QC_QK_K / 2]; /* low 4 bits of each code */
-    uint8_t qh[QC_QK_K / 4]; /* high 2 bits of each code */
-    int8_t scales[QC_QK_K / 16];
-    qc_half d;
-} q6_k_block;
-
-_Static_assert(sizeof(q2_k_block) == 84, "Q2_K block is 84 bytes");
-_Static_assert(sizeof(q3_k_block) == 110, "Q3_K block is 110 bytes");
-_Static_assert(sizeof(q4_k_block) == 144, "Q4_K block is 144 bytes");
-_Static_assert(sizeof(q5_k_block) == 176, "Q5_K block is 176 bytes");
-_Static_assert(sizeof(q6_k_block) == 210, "Q6_K block is 210 bytes");
-
-static inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
-/* ---- per-group fits ---- */
-
-/* Counterpart of make_qkx2_quants, run for G independent groups of n values at once (lane g is
- * group g: x, w and L hold group g at [n·g, n·g + n)). Per group it fits x ≈ scale·L + min
- * (min ≤ 0, L in 0..nmax) under weights w: a first grid from iscale = nmax/(max - min), then
- * nstep+1 stretched grids (rmin + rdelta·is + nmax)/(max - min), each refitted by weighted least
- * squares and kept if its weighted error (|diff| if use_mad, else diff²) is strictly smaller.
- * As in the reference, once a candidate is kept its fitted min also becomes the origin of the
- * grid for the later candidates. Writes the codes to L, the scale to scale[g] and -min (≥ 0) to
- * neg_min[g]; a group with max == min gets codes 0 and scale 0.
- *
- * Every group runs the same candidate sequence, so the groups advance in lockstep: each lane does
- * exactly the reference's float operations in the reference's order (sums accumulate over the
- * elements in order), a candidate's verdict is a per-lane select, and the lanes only give the
- * compiler independent work to vectorize and overlap. Inline so that G, n and use_mad are
- * constants at each call. */
-enum { FIT_MAX_G = 16, FIT_MAX_N = 32 };
-static inline void fit_scale_min_groups(const int G, const int n, const int nmax, const float *x, const float *w,
-                                        uint8_t *L, float *scale, float *neg_min, const float rmin, const float rdelta,
-                                        const int nstep, const int use_mad) {
-    float xt[FIT_MAX_N][FIT_MAX_G], wt[FIT_MAX_N][FIT_MAX_G]; /* element-major copies */
-    float sh[FIT_MAX_N][FIT_MAX_G];                           /* x - min for the lane's current min */
-    float best_l[FIT_MAX_N][FIT_MAX_G], cand_l[FIT_MAX_N][FIT_MAX_G];
-    float min[FIT_MAX_G], max[FIT_MAX_G], sum_w[FIT_MAX_G], sum_x[FIT_MAX_G], range[FIT_MAX_G];
-    float sc[FIT_MAX_G], best_err[FIT_MAX_G], first_min[FIT_MAX_G];
-    for (int g = 0; g < G; g++) {
-        for (int i = 0; i < n; i++) {
-            xt[i][g] = x[n * g + i];
-            wt[i][g] = w[n * g + i];
-        }
-    }
-    for (int g = 0; g < G; g++) {
-        min[g] = max[g] = xt[0][g];
-        sum_w[g] = wt[0][g];
-        sum_x[g] = sum_w[g] * xt[0][g];
-    }
-    for (int i = 1; i < n; i++) {
-        for (int g = 0; g < G; g++) {
-            min[g] = xt[i][g] < min[g] ? xt[i][g] : min[g];
-            max[g] = xt[i][g] > max[g] ? xt[i][g] : max[g];
-            sum_w[g] += wt[i][g];
-            sum_x[g] += wt[i][g] * xt[i][g];
-        }
-    }
-    float iscale[FIT_MAX_G];
-    for (int g = 0; g < G; g++) {
-        min[g] = min[g] > 0 ? 0.f : min[g];
-        first_min[g] = min[g];
-        range[g] = max[g] - min[g];
-        iscale[g] = (float)nmax / range[g];
-        sc[g] = 1 / iscale[g];
-        best_err[g] = 0;
-    }
-    for (int i = 0; i < n; i++) {
-        for (int g = 0; g < G; g++) {
-            sh[i][g] = xt[i][g] - min[g];
-            const float l = (float)clamp_int(qc_nearest_int(iscale[g] * sh[i][g]), 0, nmax);
-            best_l[i][g] = l;
-            float diff = sc[g] * l + min[g] - xt[i][g];
-            diff = use_mad ? fabsf(diff) : diff * diff;
-            best_err[g] += wt[i][g] * diff;
-        }
-    }
-    for (int is = 0; is <= nstep; is++) {
-        const float num = rmin + rdelta * (float)is + (float)nmax;
-        float sum_l[FIT_MAX_G], sum_l2[FIT_MAX_G], sum_xl[FIT_MAX_G];
-        for (int g = 0; g < G; g++) {
-            iscale[g] = num / range[g];
-            sum_l[g] = sum_l2[g] = sum_xl[g] = 0;
-        }
-        for (int i = 0; i < n; i++) {
-            for (int g = 0; g < G; g++) {
-                const float l = (float)clamp_int(qc_nearest_int(iscale[g] * sh[i][g]), 0, nmax);
-                cand_l[i][g] = l;
-                const float wl = wt[i][g] * l;
-                sum_l[g] += wl;
-                sum_l2[g] += wl * l;
-                sum_xl[g] += wl * xt[i][g];
-            }
-        }
-        float D[FIT_MAX_G], this_scale[FIT_MAX_G], this_min[FIT_MAX_G], err[FIT_MAX_G];
-        for (int g = 0; g < G; g++) {
-            D[g] = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
-            /* computed for every lane; lanes with D ≤ 0 are not eligible below */
-            const float s = (sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g]) / D[g];
-            const float m = (sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g]) / D[g];
-            this_min[g] = m > 0 ? 0.f : m;
-            this_scale[g] = m > 0 ? sum_xl[g] / sum_l2[g] : s;
-            err[g] = 0;
-        }
-        for (int i = 0; i < n; i++) {
-            for (int g = 0; g < G; g++) {
-                float diff = this_scale[g] * cand_l[i][g] + this_min[g] - xt[i][g];
-                diff = use_mad ? fabsf(diff) : diff * diff;
-                err[g] += wt[i][g] * diff;
-            }
-        }
-        int any = 0, keep[FIT_MAX_G];
-        for (int g = 0; g < G; g++) {
-            keep[g] = D[g] > 0 && err[g] < best_err[g];
-            any |= keep[g];
-        }
-        if (!any) continue;
-        for (int g = 0; g < G; g++) {
-            if (!keep[g]) continue;
-            best_err[g] = err[g];
-            sc[g] = this_scale[g];
-            min[g] = this_min[g];
-            range[g] = max[g] - min[g];
-        }
-        /* The grid moves with the min. Lanes that kept their min recompute the same floats, and a
-         * zero of the other sign (x - ±0) only ever meets nearest_int as ±0 or NaN, both code 0. */
-        for (int i = 0; i < n; i++) {
-            for (int g = 0; g < G; g++) {
-                best_l[i][g] = keep[g] ? cand_l[i][g] : best_l[i][g];
-                sh[i][g] = xt[i][g] - min[g];
-            }
-        }
-    }
-    for (int g = 0; g < G; g++) {
-        const int flat = max[g] == first_min[g];
-        for (int i = 0; i < n; i++) L[n * g + i] = flat ? 0 : (uint8_t)best_l[i][g];
-        scale[g] = flat ? 0.f : sc[g];
-        neg_min[g] = flat ? -first_min[g] : -min[g];
-    }
-}
-
-/* Largest-magnitude value of x (the signed value), and that magnitude in *amax. */
-static inline float signed_absmax(int n, const float *x, float *amax) {
-    float max = 0, a = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        const int larger = ax > a; /* selects, not a branch: the winner is unpredictable */
-        max = larger ? x[i] : max;
-        a = larger ? ax : a;
-    }
-    *amax = a;
-    return max;
-}
+/* ---- per-group fits (the shared ones are in fits.h) ---- */
 
 /* One coordinate-descent step of make_q3_quants on one value x (weight w = x², wx = w·x) whose
  * code is *l (-4..3), in a group with sums *sumlx, *suml2: move the code to the one that the
@@ -280,50 +101,74 @@ static void fit_q3_groups(const float *x, int8_t *L, float *scale) {
     }
 }
 
-/* Counterpart of make_qx_quants(16, 32, x, L, rmse_type=1, NULL): symmetric codes -32..31 (stored
- * +32) for 16 values; the x²-weighted least-squares scale over 19 grid stretches (the first from
- * iscale = -32/max, then -(32 + 0.1·is)/max for is = -9..9, is ≠ 0). Returns the scale.
+/* Counterpart of make_qp_quants(n, nmax, x, L, w): codes 0..nmax for the n sub-block scales (or
+ * mins) x of a super-block, as q·scale with one scale, weighted by each sub-block's total weight.
+ * The best of 9 grids nmax/max, (nmax + 0.1·is)/max (is = ±1..±4) by weighted squared error, then
+ * up to 5 coordinate-descent passes on the weighted least-squares scale. Returns the scale; codes
+ * 0 and scale 0 when max < GROUP_MAX_EPS.
  *
- * A candidate's codes and sums do not depend on the verdicts before it, so all 19 are computed
- * together (candidate-major inner loop: each candidate's sums still accumulate in element order,
- * so every float is the reference's), and then judged in the reference's order. */
-static float fit_q6_group(const float *x, int8_t *L) {
-    enum { N = 16, NMAX = 32, NC = 20 /* 19 candidates and a dummy: a whole number of vectors */ };
-    float amax;
-    const float max = signed_absmax(N, x, &amax);
-    if (amax < QC_GROUP_EPS) {
-        memset(L, 0, N);
+ * The codes live in uint8_t as in the reference, and a negative x (which makes a negative code)
+ * wraps there; the wrapped value is what the error and descent sums then read, so keep it. */
+static float fit_positive(const int n, const int nmax, const float *x, const float *w, uint8_t *L) {
+    float max = 0;
+    for (int i = 0; i < n; i++) max = max > x[i] ? max : x[i]; /* MAX(max, x[i]) */
+    if (max < QC_GROUP_EPS) {
+        memset(L, 0, (size_t)n);
         return 0.f;
     }
-    float iscale[NC];
-    iscale[0] = (float)-NMAX / max;
-    for (int c = 1; c < 19; c++) {
-        const int is = c <= 9 ? c - 10 : c - 9;
-        iscale[c] = -((float)NMAX + 0.1f * (float)is) / max;
+    float iscale = (float)nmax / max;
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)qc_nearest_int(iscale * x[i]);
+    const float scale = 1 / iscale;
+    float best_mse = 0;
+    for (int i = 0; i < n; i++) {
+        const float diff = x[i] - scale * (float)L[i];
+        best_mse += w[i] * diff * diff;
     }
-    iscale[NC - 1] = iscale[0];
-    float sumlx[NC], suml2[NC];
-    for (int c = 0; c < NC; c++) sumlx[c] = suml2[c] = 0;
-    for (int i = 0; i < N; i++) {
-        const float w = x[i] * x[i], wx = w * x[i];
-        for (int c = 0; c < NC; c++) {
-            const float l = (float)clamp_int(qc_nearest_int(iscale[c] * x[i]), -NMAX, NMAX - 1);
-            sumlx[c] += wx * l;
-            suml2[c] += w * l * l;
+    for (int is = -4; is <= 4; is++) {
+        if (is == 0) continue;
+        const float iscale_is = (0.1f * (float)is + (float)nmax) / max;
+        const float scale_is = 1 / iscale_is;
+        float mse = 0;
+        for (int i = 0; i < n; i++) {
+            const int l = qc_nearest_int(iscale_is * x[i]);
+            const float diff = x[i] - scale_is * (float)(l < nmax ? l : nmax);
+            mse += w[i] * diff * diff;
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
         }
     }
-    float scale = suml2[0] ? sumlx[0] / suml2[0] : 0.0f;
-    float best = scale * sumlx[0];
-    int pick = 0;
-    for (int c = 1; c < 19; c++) {
-        if (suml2[c] > 0 && sumlx[c] * sumlx[c] > best * suml2[c]) {
-            pick = c;
-            scale = sumlx[c] / suml2[c];
-            best = scale * sumlx[c];
-        }
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = qc_nearest_int(iscale * x[i]);
+        l = l < nmax ? l : nmax;
+        L[i] = (uint8_t)l;
+        sumlx += w[i] * x[i] * (float)l; /* the unwrapped l, as the reference's int */
+        suml2 += w[i] * (float)l * (float)l;
     }
-    for (int i = 0; i < N; i++) L[i] = (int8_t)(clamp_int(qc_nearest_int(iscale[pick] * x[i]), -NMAX, NMAX - 1) + NMAX);
-    return scale;
+    for (int pass = 0; pass < 5; pass++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            const int old = L[i];
+            float slx = sumlx - w[i] * x[i] * (float)old;
+            float sl2 = suml2 - w[i] * (float)old * (float)old;
+            if (!(slx > 0 && sl2 > 0)) continue;
+            int nl = qc_nearest_int(x[i] * sl2 / slx);
+            nl = nl < nmax ? nl : nmax;
+            if (nl == old) continue;
+            slx += w[i] * x[i] * (float)nl;
+            sl2 += w[i] * (float)nl * (float)nl;
+            if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+                L[i] = (uint8_t)nl;
+                sumlx = slx;
+                suml2 = sl2;
+                changed = 1;
+            }
+        }
+        if (!changed) break;
+    }
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
 /* ---- packing helpers ---- */
@@ -377,8 +222,23 @@ static inline void unpack_scales_q3(const uint8_t *q, int8_t *s) {
 
 /* ---- Q2_K: 16 groups of 16, x ≈ d·sc·q - dmin·m with 4-bit sc, m and 2-bit q ---- */
 
-/* quantize_row_q2_K_ref. */
-static void quantize_block_q2_k(const float *x, q2_k_block *y) {
+/* The second pass of both Q2_K quantizers: the codes again from the stored (rounded) scales; a
+ * group whose scale rounds to 0 keeps its first codes. Then the packing. */
+static void finish_block_q2_k(const float *x, uint8_t *L, qc_block_q2_k *y) {
+    const float d_all = qc_fp16_to_fp32(y->d), dmin_all = qc_fp16_to_fp32(y->dmin);
+    for (int j = 0; j < 16; j++) {
+        const float d = d_all * (float)(y->scales[j] & 0xF);
+        if (!d) continue;
+        const float dm = dmin_all * (float)(y->scales[j] >> 4);
+        for (int i = 0; i < 16; i++) L[16 * j + i] = (uint8_t)clamp_int(qc_nearest_int((x[16 * j + i] + dm) / d), 0, 3);
+    }
+    pack_2bit_128(L, y->qs);
+    pack_2bit_128(L + 128, y->qs + 32);
+}
+
+/* quantize_row_q2_K_ref: group fits weighted by |x| on the mean absolute error, scales and mins
+ * scaled to the super-block maxima. */
+static void quantize_block_q2_k(const float *x, qc_block_q2_k *y) {
     uint8_t L[QC_QK_K];
     float scales[16], mins[16], w[QC_QK_K];
     float max_scale = 0, max_min = 0; /* scales are ≥ 0 since the min is taken off */
@@ -403,28 +263,35 @@ static void quantize_block_q2_k(const float *x, q2_k_block *y) {
     } else {
         y->dmin = qc_fp32_to_fp16(0.f);
     }
-    /* Second pass with the rounded scales; a group whose scale rounds to 0 keeps its first codes. */
-    const float d_all = qc_fp16_to_fp32(y->d), dmin_all = qc_fp16_to_fp32(y->dmin);
-    for (int j = 0; j < 16; j++) {
-        const float d = d_all * (float)(y->scales[j] & 0xF);
-        if (!d) continue;
-        const float dm = dmin_all * (float)(y->scales[j] >> 4);
-        for (int i = 0; i < 16; i++) L[16 * j + i] = (uint8_t)clamp_int(qc_nearest_int((x[16 * j + i] + dm) / d), 0, 3);
-    }
-    pack_2bit_128(L, y->qs);
-    pack_2bit_128(L + 128, y->qs + 32);
+    finish_block_q2_k(x, L, y);
 }
 
-int qc_quantize_row_q2_k(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    q2_k_block *y = (q2_k_block *)dst;
-    for (int64_t b = 0; b < n / QC_QK_K; b++) quantize_block_q2_k(src + b * QC_QK_K, y + b);
-    return 0;
+/* quantize_row_q2_K_impl: group fits under the importance weights (sigma2 the super-block's mean
+ * square) on the squared error, with a wider search than the reference's (make_qkx3_quants'
+ * -0.9 + 0.05·is, 37 grids); then scales and mins each fitted by make_qp_quants. */
+static void quantize_block_q2_k_weighted(const float *x, const float *qw, qc_block_q2_k *y) {
+    uint8_t L[QC_QK_K], ls[16], lm[16];
+    float w[QC_QK_K], sw[16], scales[16], mins[16];
+    importance_weights(QC_QK_K, x, qw, sum_squares(QC_QK_K, x) / QC_QK_K, w);
+    group_sums(16, 16, w, sw);
+    fit_scale_min_groups(16, 16, 3, x, w, L, scales, mins, -0.9f, 0.05f, 36, 0);
+    y->d = qc_fp32_to_fp16(fit_positive(16, 15, scales, sw, ls));
+    y->dmin = qc_fp32_to_fp16(fit_positive(16, 15, mins, sw, lm));
+    for (int j = 0; j < 16; j++) y->scales[j] = (uint8_t)(ls[j] | (lm[j] << 4));
+    finish_block_q2_k(x, L, y);
+}
+
+void qc_quantize_row_q2_k(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q2_k *y = (qc_block_q2_k *)dst;
+    for (int64_t b = 0; b < n / QC_QK_K; b++) {
+        if (importance) quantize_block_q2_k_weighted(src + b * QC_QK_K, importance + b * QC_QK_K, y + b);
+        else quantize_block_q2_k(src + b * QC_QK_K, y + b);
+    }
 }
 
 /* dequantize_row_q2_K: value = (d·sc)·q - (dmin·m). */
 void qc_dequantize_row_q2_k(const void *src, float *dst, int64_t n) {
-    const q2_k_block *x = (const q2_k_block *)src;
+    const qc_block_q2_k *x = (const qc_block_q2_k *)src;
     for (int64_t b = 0; b < n / QC_QK_K; b++, dst += QC_QK_K) {
         const float d = qc_fp16_to_fp32(x[b].d), dmin = qc_fp16_to_fp32(x[b].dmin);
         for (int j = 0; j < 16; j++) {
@@ -439,40 +306,17 @@ void qc_dequantize_row_q2_k(const void *src, float *dst, int64_t n) {
 
 /* ---- Q3_K: 16 groups of 16, x ≈ d·(sc-32)·(q-4) with 6-bit sc and 3-bit q ---- */
 
-/* quantize_row_q3_K_ref. */
-static void quantize_block_q3_k(const float *x, q3_k_block *y) {
-    int8_t L[QC_QK_K];
-    float scales[16];
-    float max_scale = 0, amax = 0;
-    fit_q3_groups(x, L, scales);
-    for (int j = 0; j < 16; j++) {
-        const float a = fabsf(scales[j]);
-        if (a > amax) {
-            amax = a;
-            max_scale = scales[j];
-        }
-    }
-    uint8_t packed[16] = {0};
-    if (max_scale != 0) {
-        const float iscale = -32.f / max_scale;
-        for (int j = 0; j < 16; j++) {
-            const int8_t l = (int8_t)qc_nearest_int(iscale * scales[j]);
-            packed[j] = (uint8_t)(clamp_int(l, -32, 31) + 32);
-        }
-        pack_scales_q3(packed, y->scales);
-        y->d = qc_fp32_to_fp16(1 / iscale);
-    } else {
-        memset(y->scales, 0, sizeof y->scales);
-        y->d = qc_fp32_to_fp16(0.f);
-    }
-    /* Second pass; packed[] is what the 12 bytes read back to (all 0 when max_scale is 0). */
+/* The second pass of both Q3_K quantizers: the codes again from the stored scales (packed[] is
+ * what the 12 scale bytes read back to, scale + 32); a group whose scale rounds to 0 keeps its first
+ * codes. Then the packing: the third bit of code j goes to bit j/32 of hmask[j%32], the low two
+ * bits are packed like Q2_K's. */
+static void finish_block_q3_k(const float *x, const uint8_t *packed, int8_t *L, qc_block_q3_k *y) {
     const float d_all = qc_fp16_to_fp32(y->d);
     for (int j = 0; j < 16; j++) {
         const float d = d_all * (float)(packed[j] - 32);
         if (!d) continue;
         for (int i = 0; i < 16; i++) L[16 * j + i] = (int8_t)(clamp_int(qc_nearest_int(x[16 * j + i] / d), -4, 3) + 4);
     }
-    /* Third bit of code j → bit j/32 of hmask[j%32]; the low two bits are packed like Q2_K. */
     uint8_t low[QC_QK_K];
     memset(y->hmask, 0, sizeof y->hmask);
     for (int b = 0; b < 8; b++) {
@@ -486,16 +330,63 @@ static void quantize_block_q3_k(const float *x, q3_k_block *y) {
     pack_2bit_128(low + 128, y->qs + 32);
 }
 
-int qc_quantize_row_q3_k(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    q3_k_block *y = (q3_k_block *)dst;
-    for (int64_t b = 0; b < n / QC_QK_K; b++) quantize_block_q3_k(src + b * QC_QK_K, y + b);
-    return 0;
+/* quantize_row_q3_K_ref: make_q3_quants group fits, scales scaled to the largest |scale|. */
+static void quantize_block_q3_k(const float *x, qc_block_q3_k *y) {
+    int8_t L[QC_QK_K];
+    float scales[16];
+    float max_scale = 0, amax = 0;
+    fit_q3_groups(x, L, scales);
+    for (int j = 0; j < 16; j++) {
+        const float a = fabsf(scales[j]);
+        if (a > amax) {
+            amax = a;
+            max_scale = scales[j];
+        }
+    }
+    uint8_t packed[16] = {0}; /* all 0 when max_scale is 0 */
+    if (max_scale != 0) {
+        const float iscale = -32.f / max_scale;
+        for (int j = 0; j < 16; j++) {
+            const int8_t l = (int8_t)qc_nearest_int(iscale * scales[j]);
+            packed[j] = (uint8_t)(clamp_int(l, -32, 31) + 32);
+        }
+        pack_scales_q3(packed, y->scales);
+        y->d = qc_fp32_to_fp16(1 / iscale);
+    } else {
+        memset(y->scales, 0, sizeof y->scales);
+        y->d = qc_fp32_to_fp16(0.f);
+    }
+    finish_block_q3_k(x, packed, L, y);
+}
+
+/* quantize_row_q3_K_impl: make_qx_quants group fits (codes -4..3) under the importance weights
+ * (sigma2 twice the super-block's mean square), then the 16 scales themselves fitted by
+ * make_qx_quants (codes -32..31) weighted by each group's total weight. */
+static void quantize_block_q3_k_weighted(const float *x, const float *qw, qc_block_q3_k *y) {
+    int8_t L[QC_QK_K], ls[16];
+    float w[QC_QK_K], sw[16], scales[16];
+    importance_weights(QC_QK_K, x, qw, 2 * sum_squares(QC_QK_K, x) / QC_QK_K, w);
+    group_sums(16, 16, w, sw);
+    for (int j = 0; j < 16; j++) scales[j] = fit_symmetric(16, 4, x + 16 * j, w + 16 * j, L + 16 * j);
+    const float d = fit_symmetric(16, 32, scales, sw, ls);
+    uint8_t packed[16];
+    for (int j = 0; j < 16; j++) packed[j] = (uint8_t)ls[j]; /* 0..63 */
+    pack_scales_q3(packed, y->scales);
+    y->d = qc_fp32_to_fp16(d);
+    finish_block_q3_k(x, packed, L, y);
+}
+
+void qc_quantize_row_q3_k(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q3_k *y = (qc_block_q3_k *)dst;
+    for (int64_t b = 0; b < n / QC_QK_K; b++) {
+        if (importance) quantize_block_q3_k_weighted(src + b * QC_QK_K, importance + b * QC_QK_K, y + b);
+        else quantize_block_q3_k(src + b * QC_QK_K, y + b);
+    }
 }
 
 /* dequantize_row_q3_K: value = (d·(sc-32))·(q - (hbit ? 0 : 4)). */
 void qc_dequantize_row_q3_k(const void *src, float *dst, int64_t n) {
-    const q3_k_block *x = (const q3_k_block *)src;
+    const qc_block_q3_k *x = (const qc_block_q3_k *)src;
     for (int64_t b = 0; b < n / QC_QK_K; b++, dst += QC_QK_K) {
         const float d_all = qc_fp16_to_fp32(x[b].d);
         int8_t sc[16];
@@ -519,10 +410,23 @@ typedef struct {
     uint8_t scales[12];
 } k4_head;
 
+/* The second pass of the Q4_K and Q5_K quantizers: the codes (0..nmax) again from the scales and
+ * mins as the 12 bytes store them; a group whose scale is 0 keeps its first codes. */
+static inline void requantize_k4(const float *x, int nmax, const k4_head *head, uint8_t *L) {
+    const float d_all = qc_fp16_to_fp32(head->d), dmin_all = qc_fp16_to_fp32(head->dmin);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        unpack_scale_min_k4(j, head->scales, &sc, &m);
+        const float d = d_all * (float)sc;
+        if (!d) continue;
+        const float dm = dmin_all * (float)m;
+        for (int i = 0; i < 32; i++) L[32 * j + i] = (uint8_t)clamp_int(qc_nearest_int((x[32 * j + i] + dm) / d), 0, nmax);
+    }
+}
+
 /* Second half of quantize_row_q4_K_ref / quantize_row_q5_K_ref for one super-block, given its 8
- * group fits: 6-bit scales and mins against the super-block maxima, then the codes (0..nmax)
- * recomputed from the rounded scales into L. */
-static inline void finish_superblock_k4(const float *x, int nmax, const float *scales, const float *mins, uint8_t *L,
+ * group fits: 6-bit scales and mins against the super-block maxima, then the codes recomputed. */
+QC_SPECIALIZE void finish_superblock_k4(const float *x, int nmax, const float *scales, const float *mins, uint8_t *L,
                                         k4_head *head) {
     float max_scale = 0, max_min = 0; /* scales are ≥ 0 since the min is taken off */
     for (int j = 0; j < 8; j++) {
@@ -542,20 +446,13 @@ static inline void finish_superblock_k4(const float *x, int nmax, const float *s
     pack_scales_k4(ls, lm, head->scales);
     head->d = qc_fp32_to_fp16(max_scale / 63.f);
     head->dmin = qc_fp32_to_fp16(max_min / 63.f);
-
-    const float d_all = qc_fp16_to_fp32(head->d), dmin_all = qc_fp16_to_fp32(head->dmin);
-    for (int j = 0; j < 8; j++) {
-        const float d = d_all * (float)ls[j];
-        if (!d) continue; /* keeps the first-pass codes, as the reference does */
-        const float dm = dmin_all * (float)lm[j];
-        for (int i = 0; i < 32; i++) L[32 * j + i] = (uint8_t)clamp_int(qc_nearest_int((x[32 * j + i] + dm) / d), 0, nmax);
-    }
+    requantize_k4(x, nmax, head, L);
 }
 
 /* quantize_row_q4_K_ref / quantize_row_q5_K_ref up to the code packing, for nsb (1 or 2)
  * consecutive super-blocks: the group fits (weights av_x + |x|, av_x the group's RMS) of both run
  * as 16 lockstep lanes, which the compiler vectorizes better than 8. Codes go to L[256·s ..]. */
-static inline void quantize_superblocks_k4(const float *x, int nsb, int nmax, float rmin, int nstep, uint8_t *L,
+QC_SPECIALIZE void quantize_superblocks_k4(const float *x, int nsb, int nmax, float rmin, int nstep, uint8_t *L,
                                            k4_head *head) {
     float scales[16], mins[16], w[2 * QC_QK_K];
     for (int j = 0; j < 8 * nsb; j++) {
@@ -570,56 +467,105 @@ static inline void quantize_superblocks_k4(const float *x, int nsb, int nmax, fl
     for (int s = 0; s < nsb; s++) finish_superblock_k4(x + QC_QK_K * s, nmax, scales + 8 * s, mins + 8 * s, L + QC_QK_K * s, head + s);
 }
 
-int qc_quantize_row_q4_k(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    q4_k_block *y = (q4_k_block *)dst;
-    const int64_t nb = n / QC_QK_K;
+/* quantize_row_q4_K_impl / quantize_row_q5_K_impl up to the code packing, for one super-block:
+ * group fits under the importance weights (sigma2 twice the super-block's mean square) with
+ * make_qkx3_quants' search, then the scales and the mins each fitted by make_qp_quants weighted by
+ * each group's total weight. Q5_K clamps the codes of the scales to 63 (clamp_63); Q4_K stores
+ * them as they come, which only differs for a negative scale, whose code wraps. */
+QC_SPECIALIZE void quantize_superblock_k4_weighted(const float *x, const float *qw, int nmax, int clamp_63, uint8_t *L,
+                                                   k4_head *head) {
+    float w[QC_QK_K], sw[8], scales[8], mins[8];
+    uint8_t ls[8], lm[8];
+    importance_weights(QC_QK_K, x, qw, 2 * sum_squares(QC_QK_K, x) / QC_QK_K, w);
+    group_sums(8, 32, w, sw);
+    fit_scale_min_groups(8, 32, nmax, x, w, L, scales, mins, -0.9f, 0.05f, 36, 0);
+    const float d = fit_positive(8, 63, scales, sw, ls);
+    const float dmin = fit_positive(8, 63, mins, sw, lm);
+    for (int j = 0; clamp_63 && j < 8; j++) {
+        ls[j] = ls[j] < 63 ? ls[j] : 63;
+        lm[j] = lm[j] < 63 ? lm[j] : 63;
+    }
+    pack_scales_k4(ls, lm, head->scales);
+    head->d = qc_fp32_to_fp16(d);
+    head->dmin = qc_fp32_to_fp16(dmin);
+    requantize_k4(x, nmax, head, L);
+}
+
+/* block_q4_K from a head and 256 codes 0..15: in each 64 values, byte l holds code l (low
+ * nibble) and code l+32 (high nibble). */
+static inline void store_q4_k(const k4_head *head, const uint8_t *L, qc_block_q4_k *y) {
+    y->d = head->d;
+    y->dmin = head->dmin;
+    memcpy(y->scales, head->scales, sizeof y->scales);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) y->qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + l + 32] << 4));
+}
+
+/* block_q5_K from a head and 256 codes 0..31: low nibbles as Q4_K; the fifth bit of chunk c's
+ * code l goes to qh[l] bit 2c, of code l+32 to bit 2c+1. */
+static inline void store_q5_k(const k4_head *head, const uint8_t *L, qc_block_q5_k *y) {
+    y->d = head->d;
+    y->dmin = head->dmin;
+    memcpy(y->scales, head->scales, sizeof y->scales);
+    memset(y->qh, 0, sizeof y->qh);
+    for (int c = 0; c < 4; c++) {
+        for (int l = 0; l < 32; l++) {
+            const int lo = L[64 * c + l], hi = L[64 * c + l + 32];
+            y->qh[l] |= (uint8_t)(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+            y->qs[32 * c + l] = (uint8_t)((lo & 0xF) | ((hi & 0xF) << 4));
+        }
+    }
+}
+
+/* The row loops, one per type and algorithm. The reference fits go two super-blocks at a time
+ * (see quantize_superblocks_k4). */
+
+static void quantize_row_q4_k_ref(const float *src, qc_block_q4_k *y, int64_t nb) {
     uint8_t L[2 * QC_QK_K];
     k4_head head[2];
     for (int64_t b = 0; b < nb; b += 2) {
         const int nsb = nb - b >= 2 ? 2 : 1;
         quantize_superblocks_k4(src + b * QC_QK_K, nsb, 15, -1.f, 20, L, head);
-        for (int s = 0; s < nsb; s++) {
-            q4_k_block *yb = y + b + s;
-            const uint8_t *Ls = L + QC_QK_K * s;
-            yb->d = head[s].d;
-            yb->dmin = head[s].dmin;
-            memcpy(yb->scales, head[s].scales, sizeof yb->scales);
-            /* each 64 values: byte l holds code l (low nibble) and code l+32 (high nibble) */
-            for (int c = 0; c < 4; c++)
-                for (int l = 0; l < 32; l++) yb->qs[32 * c + l] = (uint8_t)(Ls[64 * c + l] | (Ls[64 * c + l + 32] << 4));
-        }
+        for (int s = 0; s < nsb; s++) store_q4_k(&head[s], L + QC_QK_K * s, y + b + s);
     }
-    return 0;
 }
 
-int qc_quantize_row_q5_k(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    q5_k_block *y = (q5_k_block *)dst;
-    const int64_t nb = n / QC_QK_K;
+static void quantize_row_q4_k_weighted(const float *src, qc_block_q4_k *y, int64_t nb, const float *qw) {
+    uint8_t L[QC_QK_K];
+    k4_head head;
+    for (int64_t b = 0; b < nb; b++) {
+        quantize_superblock_k4_weighted(src + b * QC_QK_K, qw + b * QC_QK_K, 15, 0, L, &head);
+        store_q4_k(&head, L, y + b);
+    }
+}
+
+static void quantize_row_q5_k_ref(const float *src, qc_block_q5_k *y, int64_t nb) {
     uint8_t L[2 * QC_QK_K];
     k4_head head[2];
     for (int64_t b = 0; b < nb; b += 2) {
         const int nsb = nb - b >= 2 ? 2 : 1;
         quantize_superblocks_k4(src + b * QC_QK_K, nsb, 31, -0.5f, 15, L, head);
-        for (int s = 0; s < nsb; s++) {
-            q5_k_block *yb = y + b + s;
-            const uint8_t *Ls = L + QC_QK_K * s;
-            yb->d = head[s].d;
-            yb->dmin = head[s].dmin;
-            memcpy(yb->scales, head[s].scales, sizeof yb->scales);
-            /* low nibbles as Q4_K; the fifth bit of chunk c's code l goes to qh[l] bit 2c, of l+32 to bit 2c+1 */
-            memset(yb->qh, 0, sizeof yb->qh);
-            for (int c = 0; c < 4; c++) {
-                for (int l = 0; l < 32; l++) {
-                    const int lo = Ls[64 * c + l], hi = Ls[64 * c + l + 32];
-                    yb->qh[l] |= (uint8_t)(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
-                    yb->qs[32 * c + l] = (uint8_t)((lo & 0xF) | ((hi & 0xF) << 4));
-                }
-            }
-        }
+        for (int s = 0; s < nsb; s++) store_q5_k(&head[s], L + QC_QK_K * s, y + b + s);
     }
-    return 0;
+}
+
+static void quantize_row_q5_k_weighted(const float *src, qc_block_q5_k *y, int64_t nb, const float *qw) {
+    uint8_t L[QC_QK_K];
+    k4_head head;
+    for (int64_t b = 0; b < nb; b++) {
+        quantize_superblock_k4_weighted(src + b * QC_QK_K, qw + b * QC_QK_K, 31, 1, L, &head);
+        store_q5_k(&head, L, y + b);
+    }
+}
+
+void qc_quantize_row_q4_k(const float *src, void *dst, int64_t n, const float *importance) {
+    if (importance) quantize_row_q4_k_weighted(src, (qc_block_q4_k *)dst, n / QC_QK_K, importance);
+    else quantize_row_q4_k_ref(src, (qc_block_q4_k *)dst, n / QC_QK_K);
+}
+
+void qc_quantize_row_q5_k(const float *src, void *dst, int64_t n, const float *importance) {
+    if (importance) quantize_row_q5_k_weighted(src, (qc_block_q5_k *)dst, n / QC_QK_K, importance);
+    else quantize_row_q5_k_ref(src, (qc_block_q5_k *)dst, n / QC_QK_K);
 }
 
 /* dequantize_row_q4_K / dequantize_row_q5_K: value = (d·sc)·q - (dmin·m). */
@@ -640,24 +586,26 @@ static void dequantize_k4(const qc_half *dp, const qc_half *dminp, const uint8_t
 }
 
 void qc_dequantize_row_q4_k(const void *src, float *dst, int64_t n) {
-    const q4_k_block *x = (const q4_k_block *)src;
+    const qc_block_q4_k *x = (const qc_block_q4_k *)src;
     for (int64_t b = 0; b < n / QC_QK_K; b++) dequantize_k4(&x[b].d, &x[b].dmin, x[b].scales, x[b].qs, NULL, dst + b * QC_QK_K);
 }
 
 void qc_dequantize_row_q5_k(const void *src, float *dst, int64_t n) {
-    const q5_k_block *x = (const q5_k_block *)src;
+    const qc_block_q5_k *x = (const qc_block_q5_k *)src;
     for (int64_t b = 0; b < n / QC_QK_K; b++) dequantize_k4(&x[b].d, &x[b].dmin, x[b].scales, x[b].qs, x[b].qh, dst + b * QC_QK_K);
 }
 
 /* ---- Q6_K: 16 groups of 16, x ≈ d·sc·(q-32) with int8 sc and 6-bit q ---- */
 
-/* quantize_row_q6_K_ref. */
-static void quantize_block_q6_k(const float *x, q6_k_block *y) {
+/* quantize_row_q6_K_ref, or quantize_row_q6_K_impl when qw is given: the two differ only in the
+ * weights of the group fits, x² or the raw importance (Q6_K alone does not scale it by sigma2). */
+static void quantize_block_q6_k(const float *x, const float *qw, qc_block_q6_k *y) {
     int8_t L[QC_QK_K];
     float scales[16];
     float max_scale = 0, max_abs = 0;
     for (int j = 0; j < 16; j++) {
-        scales[j] = fit_q6_group(x + 16 * j, L + 16 * j);
+        /* two calls, so that the unweighted one is specialized for the constant NULL */
+        scales[j] = qw ? fit_symmetric(16, 32, x + 16 * j, qw + 16 * j, L + 16 * j) : fit_symmetric(16, 32, x + 16 * j, NULL, L + 16 * j);
         const float a = fabsf(scales[j]);
         if (a > max_abs) {
             max_abs = a;
@@ -693,16 +641,14 @@ static void quantize_block_q6_k(const float *x, q6_k_block *y) {
     }
 }
 
-int qc_quantize_row_q6_k(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    q6_k_block *y = (q6_k_block *)dst;
-    for (int64_t b = 0; b < n / QC_QK_K; b++) quantize_block_q6_k(src + b * QC_QK_K, y + b);
-    return 0;
+void qc_quantize_row_q6_k(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q6_k *y = (qc_block_q6_k *)dst;
+    for (int64_t b = 0; b < n / QC_QK_K; b++) quantize_block_q6_k(src + b * QC_QK_K, importance ? importance + b * QC_QK_K : NULL, y + b);
 }
 
 /* dequantize_row_q6_K: value = (d·sc)·(q-32). */
 void qc_dequantize_row_q6_k(const void *src, float *dst, int64_t n) {
-    const q6_k_block *x = (const q6_k_block *)src;
+    const qc_block_q6_k *x = (const qc_block_q6_k *)src;
     for (int64_t b = 0; b < n / QC_QK_K; b++, dst += QC_QK_K) {
         const float d = qc_fp16_to_fp32(x[b].d);
         for (int h = 0; h < 2; h++) {

@@ -4,7 +4,10 @@
  * as ggml's block_q4_0 ... block_q8_0 (ggml-common.h). Without importance weights the output is
  * byte-identical to llama.cpp's reference quantizers (quantize_row_q4_0_ref ... q8_0_ref in
  * ggml-quants.c), which is what llama-quantize runs when it has no imatrix. With importance
- * weights the quantizers return -1: the imatrix-weighted variants are not written yet.
+ * weights it is byte-identical to what llama-quantize --imatrix runs (quantize_row_q4_0_impl ...
+ * q5_1_impl): per block a least-squares fit under the weights qw·sqrt(sigma2 + x²), sigma2 the
+ * mean square of the whole row (make_qx_quants for Q4_0/Q5_0, make_qkx3_quants for Q4_1/Q5_1;
+ * see fits.h). Q8_0 has no weighted variant in llama.cpp and ignores the weights.
  * Dequantizers mirror dequantize_row_q4_0 ... q8_0 and give the same floats.
  *
  * Float semantics matter for byte-identity: every expression below is evaluated in float, in the
@@ -17,6 +20,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "blocks.h"
+#include "fits.h"
 #include "fp16.h"
 #include "quants.h"
 
@@ -178,30 +183,20 @@ static inline void unpack_codes(const uint8_t *qs, const uint8_t *qh, int *q) {
     }
 }
 
-static inline void store_half(uint8_t *dst, float v) {
-    const qc_half h = qc_fp32_to_fp16(v);
-    dst[0] = (uint8_t)(h & 0xffu);
-    dst[1] = (uint8_t)(h >> 8);
-}
-
-static inline float load_half(const uint8_t *src) {
-    return qc_fp16_to_fp32((qc_half)(src[0] | (src[1] << 8)));
-}
-
-/* ---- the two quantizer families --------------------------------------------------------- */
+/* ---- the reference quantizers: two families ---------------------------------------------- */
 
 /* Symmetric 4/5-bit block (Q4_0 with nmax = 8, Q5_0 with nmax = 16): d = max / -nmax for the
  * signed max-abs element, codes MIN(2·nmax-1, (int8_t)(x*id + nmax + 0.5)) — truncation of a
  * value offset by one half, not a rounding, as quantize_row_q4_0_ref / q5_0_ref. Writes the
  * fp16 d and the 32 codes. With a finite id every x*id lies within [-nmax, nmax] up to rounding,
  * so the codes are 0..2·nmax-1; with id = inf the conversion gives 0. */
-static inline void quantize_sym_block(const float *x, int nmax, uint8_t *d_out, uint8_t *q) {
+static inline void quantize_sym_block(const float *x, int nmax, qc_half *d_out, uint8_t *q) {
     const float max = signed_absmax(x);
     const float d = max / (float)-nmax;
     const float id = inverse_or_zero(d);
     const float offset = (float)nmax + 0.5f;
     const int top = 2 * nmax - 1;
-    store_half(d_out, d);
+    *d_out = qc_fp32_to_fp16(d);
     VECTOR_LOOP
     for (int j = 0; j < QC_QK; j++) {
         const int c = low_byte_signed(trunc_i32(x[j] * id + offset));
@@ -214,13 +209,13 @@ static inline void quantize_sym_block(const float *x, int nmax, uint8_t *d_out, 
  * with MIN(15, (int8_t)...), Q5_1 takes (uint8_t)... unclamped; `clamp` picks which. Writes the
  * fp16 d and m and the 32 codes. Rounding is monotonic, so 0 <= x-min <= max-min in float and,
  * with a finite id, the codes are 0..levels; with id = inf the conversion gives 0. */
-static inline void quantize_asym_block(const float *x, int levels, int clamp, uint8_t *dm_out, uint8_t *q) {
+static inline void quantize_asym_block(const float *x, int levels, int clamp, qc_half *d_out, qc_half *m_out, uint8_t *q) {
     float min, max;
     block_min_max(x, &min, &max);
     const float d = (max - min) / (float)levels;
     const float id = inverse_or_zero(d);
-    store_half(dm_out, d);
-    store_half(dm_out + 2, min);
+    *d_out = qc_fp32_to_fp16(d);
+    *m_out = qc_fp32_to_fp16(min);
     VECTOR_LOOP
     for (int j = 0; j < QC_QK; j++) {
         const int32_t i = trunc_i32((x[j] - min) * id + 0.5f);
@@ -233,73 +228,131 @@ static inline void quantize_asym_block(const float *x, int levels, int clamp, ui
     }
 }
 
+/* ---- the weighted quantizers (imatrix): the same two families ------------------------------ */
+
+/* The sigma2 of quantize_row_q4_0_impl ... q5_1_impl: the mean square of the whole row. */
+static inline float row_sigma2(const float *x, int64_t n) {
+    return sum_squares(n, x) / (float)n;
+}
+
+/* One block of quantize_row_q4_0_impl (nmax = 8) / q5_0_impl (nmax = 16): make_qx_quants under
+ * the importance weights. Writes the fp16 scale and the codes 0..2·nmax-1 (an all-zero block
+ * gets codes 0, not nmax, unlike the reference quantizer). */
+static inline void quantize_sym_block_weighted(const float *x, const float *qw, float sigma2, int nmax, qc_half *d_out,
+                                               uint8_t *q) {
+    float w[QC_QK];
+    int8_t L[QC_QK];
+    importance_weights(QC_QK, x, qw, sigma2, w);
+    *d_out = qc_fp32_to_fp16(fit_symmetric(QC_QK, nmax, x, w, L));
+    for (int j = 0; j < QC_QK; j++) q[j] = (uint8_t)L[j];
+}
+
+/* A Q4_1 or Q5_1 block before packing: fp16 d and m, and the 32 codes. */
+typedef struct {
+    qc_half d, m;
+    uint8_t q[QC_QK];
+} asym_block;
+
+enum { ASYM_LANES = 8 }; /* blocks fitted together in the weighted Q4_1/Q5_1 */
+
+/* quantize_row_q4_1_impl (levels = 15) / q5_1_impl (levels = 31) for the next blocks of a row:
+ * make_qkx3_quants under the importance weights, for ASYM_LANES blocks at once as lockstep lanes
+ * when that many are left, else for one. Returns how many blocks it wrote to out. */
+static inline int quantize_asym_blocks_weighted(int64_t blocks_left, const float *x, const float *qw, float sigma2,
+                                                int levels, asym_block *out) {
+    float w[ASYM_LANES * QC_QK], d[ASYM_LANES], neg_min[ASYM_LANES];
+    uint8_t q[ASYM_LANES * QC_QK];
+    const int lanes = blocks_left >= ASYM_LANES ? ASYM_LANES : 1;
+    importance_weights(lanes * QC_QK, x, qw, sigma2, w);
+    if (lanes == ASYM_LANES) fit_scale_min_groups(ASYM_LANES, QC_QK, levels, x, w, q, d, neg_min, -0.9f, 0.05f, 36, 0);
+    else fit_scale_min_groups(1, QC_QK, levels, x, w, q, d, neg_min, -0.9f, 0.05f, 36, 0);
+    for (int k = 0; k < lanes; k++) {
+        out[k].d = qc_fp32_to_fp16(d[k]);
+        out[k].m = qc_fp32_to_fp16(-neg_min[k]);
+        memcpy(out[k].q, q + QC_QK * k, QC_QK);
+    }
+    return lanes;
+}
+
+/* The next blocks of a Q4_1 or Q5_1 row (row x, block b of nb): one by the reference algorithm,
+ * or, given importance weights (and the row's sigma2), as many as the weighted fit takes at once.
+ * Returns how many it wrote to out. */
+static inline int quantize_asym_blocks(const float *x, int64_t b, int64_t nb, const float *importance, float sigma2,
+                                       int levels, asym_block *out) {
+    if (importance) return quantize_asym_blocks_weighted(nb - b, x + b * QC_QK, importance + b * QC_QK, sigma2, levels, out);
+    quantize_asym_block(x + b * QC_QK, levels, levels == 15, &out->d, &out->m, out->q);
+    return 1;
+}
+
 /* ---- the five types --------------------------------------------------------------------- */
 
-/* block_q4_0: d (fp16), qs[16]. */
-int qc_quantize_row_q4_0(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    uint8_t *out = (uint8_t *)dst;
+void qc_quantize_row_q4_0(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q4_0 *y = (qc_block_q4_0 *)dst;
+    const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
     uint8_t q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK, out += 18) {
-        quantize_sym_block(src, 8, out, q);
-        pack_nibbles(q, out + 2);
+    for (int64_t b = 0; b < n / QC_QK; b++) {
+        if (importance) quantize_sym_block_weighted(src + b * QC_QK, importance + b * QC_QK, sigma2, 8, &y[b].d, q);
+        else quantize_sym_block(src + b * QC_QK, 8, &y[b].d, q);
+        pack_nibbles(q, y[b].qs);
     }
-    return 0;
 }
 
-/* block_q4_1: d (fp16), m (fp16), qs[16]. */
-int qc_quantize_row_q4_1(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    uint8_t *out = (uint8_t *)dst;
+void qc_quantize_row_q5_0(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q5_0 *y = (qc_block_q5_0 *)dst;
+    const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
     uint8_t q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK, out += 20) {
-        quantize_asym_block(src, 15, 1, out, q);
-        pack_nibbles(q, out + 4);
+    for (int64_t b = 0; b < n / QC_QK; b++) {
+        if (importance) quantize_sym_block_weighted(src + b * QC_QK, importance + b * QC_QK, sigma2, 16, &y[b].d, q);
+        else quantize_sym_block(src + b * QC_QK, 16, &y[b].d, q);
+        pack_fifth_bits(q, y[b].qh);
+        pack_nibbles(q, y[b].qs);
     }
-    return 0;
 }
 
-/* block_q5_0: d (fp16), qh[4], qs[16]. */
-int qc_quantize_row_q5_0(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    uint8_t *out = (uint8_t *)dst;
-    uint8_t q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK, out += 22) {
-        quantize_sym_block(src, 16, out, q);
-        pack_fifth_bits(q, out + 2);
-        pack_nibbles(q, out + 6);
-    }
-    return 0;
-}
-
-/* block_q5_1: d (fp16), m (fp16), qh[4], qs[16]. */
-int qc_quantize_row_q5_1(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    uint8_t *out = (uint8_t *)dst;
-    uint8_t q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK, out += 24) {
-        quantize_asym_block(src, 31, 0, out, q);
-        pack_fifth_bits(q, out + 4);
-        pack_nibbles(q, out + 8);
-    }
-    return 0;
-}
-
-/* block_q8_0: d (fp16), qs[32] int8. d = amax/127, codes roundf(x*id), as
- * quantize_row_q8_0_ref (which, unlike the 4/5-bit types, rounds halves away from zero). */
-int qc_quantize_row_q8_0(const float *src, void *dst, int64_t n, const float *importance) {
-    if (importance) return -1;
-    uint8_t *out = (uint8_t *)dst;
-    for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK, out += 34) {
-        const float d = absmax(src) / 127.0f;
-        const float id = inverse_or_zero(d);
-        store_half(out, d);
-        VECTOR_LOOP
-        for (int j = 0; j < QC_QK; j++) {
-            out[2 + j] = (uint8_t)((uint32_t)round_away_i32(src[j] * id) & 0xffu);
+void qc_quantize_row_q4_1(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q4_1 *y = (qc_block_q4_1 *)dst;
+    const int64_t nb = n / QC_QK;
+    const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
+    asym_block blk[ASYM_LANES];
+    for (int64_t b = 0; b < nb;) {
+        const int done = quantize_asym_blocks(src, b, nb, importance, sigma2, 15, blk);
+        for (int k = 0; k < done; k++, b++) {
+            y[b].d = blk[k].d;
+            y[b].m = blk[k].m;
+            pack_nibbles(blk[k].q, y[b].qs);
         }
     }
-    return 0;
+}
+
+void qc_quantize_row_q5_1(const float *src, void *dst, int64_t n, const float *importance) {
+    qc_block_q5_1 *y = (qc_block_q5_1 *)dst;
+    const int64_t nb = n / QC_QK;
+    const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
+    asym_block blk[ASYM_LANES];
+    for (int64_t b = 0; b < nb;) {
+        const int done = quantize_asym_blocks(src, b, nb, importance, sigma2, 31, blk);
+        for (int k = 0; k < done; k++, b++) {
+            y[b].d = blk[k].d;
+            y[b].m = blk[k].m;
+            pack_fifth_bits(blk[k].q, y[b].qh);
+            pack_nibbles(blk[k].q, y[b].qs);
+        }
+    }
+}
+
+/* block_q8_0: d = amax/127, codes roundf(x*id), as quantize_row_q8_0_ref (which, unlike the
+ * 4/5-bit types, rounds halves away from zero). llama.cpp's quantize_q8_0 ignores importance
+ * weights, and so does this. */
+void qc_quantize_row_q8_0(const float *src, void *dst, int64_t n, const float *importance) {
+    (void)importance;
+    qc_block_q8_0 *y = (qc_block_q8_0 *)dst;
+    for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK) {
+        const float d = absmax(src) / 127.0f;
+        const float id = inverse_or_zero(d);
+        y[b].d = qc_fp32_to_fp16(d);
+        VECTOR_LOOP
+        for (int j = 0; j < QC_QK; j++) y[b].qs[j] = (int8_t)low_byte_signed(round_away_i32(src[j] * id));
+    }
 }
 
 /* ---- dequantizers ----------------------------------------------------------------------- */
@@ -314,48 +367,45 @@ static inline void dequantize_codes(const int *q, int offset, float d, int has_m
 }
 
 void qc_dequantize_row_q4_0(const void *src, float *dst, int64_t n) {
-    const uint8_t *in = (const uint8_t *)src;
+    const qc_block_q4_0 *x = (const qc_block_q4_0 *)src;
     int q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, in += 18, dst += QC_QK) {
-        unpack_codes(in + 2, NULL, q);
-        dequantize_codes(q, 8, load_half(in), 0, 0.0f, dst);
+    for (int64_t b = 0; b < n / QC_QK; b++, dst += QC_QK) {
+        unpack_codes(x[b].qs, NULL, q);
+        dequantize_codes(q, 8, qc_fp16_to_fp32(x[b].d), 0, 0.0f, dst);
     }
 }
 
 void qc_dequantize_row_q4_1(const void *src, float *dst, int64_t n) {
-    const uint8_t *in = (const uint8_t *)src;
+    const qc_block_q4_1 *x = (const qc_block_q4_1 *)src;
     int q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, in += 20, dst += QC_QK) {
-        unpack_codes(in + 4, NULL, q);
-        dequantize_codes(q, 0, load_half(in), 1, load_half(in + 2), dst);
+    for (int64_t b = 0; b < n / QC_QK; b++, dst += QC_QK) {
+        unpack_codes(x[b].qs, NULL, q);
+        dequantize_codes(q, 0, qc_fp16_to_fp32(x[b].d), 1, qc_fp16_to_fp32(x[b].m), dst);
     }
 }
 
 void qc_dequantize_row_q5_0(const void *src, float *dst, int64_t n) {
-    const uint8_t *in = (const uint8_t *)src;
+    const qc_block_q5_0 *x = (const qc_block_q5_0 *)src;
     int q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, in += 22, dst += QC_QK) {
-        unpack_codes(in + 6, in + 2, q);
-        dequantize_codes(q, 16, load_half(in), 0, 0.0f, dst);
+    for (int64_t b = 0; b < n / QC_QK; b++, dst += QC_QK) {
+        unpack_codes(x[b].qs, x[b].qh, q);
+        dequantize_codes(q, 16, qc_fp16_to_fp32(x[b].d), 0, 0.0f, dst);
     }
 }
 
 void qc_dequantize_row_q5_1(const void *src, float *dst, int64_t n) {
-    const uint8_t *in = (const uint8_t *)src;
+    const qc_block_q5_1 *x = (const qc_block_q5_1 *)src;
     int q[QC_QK];
-    for (int64_t b = 0; b < n / QC_QK; b++, in += 24, dst += QC_QK) {
-        unpack_codes(in + 8, in + 4, q);
-        dequantize_codes(q, 0, load_half(in), 1, load_half(in + 2), dst);
+    for (int64_t b = 0; b < n / QC_QK; b++, dst += QC_QK) {
+        unpack_codes(x[b].qs, x[b].qh, q);
+        dequantize_codes(q, 0, qc_fp16_to_fp32(x[b].d), 1, qc_fp16_to_fp32(x[b].m), dst);
     }
 }
 
 void qc_dequantize_row_q8_0(const void *src, float *dst, int64_t n) {
-    const uint8_t *in = (const uint8_t *)src;
-    for (int64_t b = 0; b < n / QC_QK; b++, in += 34, dst += QC_QK) {
-        const float d = load_half(in);
-        for (int j = 0; j < QC_QK; j++) {
-            const int c = in[2 + j] < 128 ? in[2 + j] : in[2 + j] - 256;
-            dst[j] = (float)c * d;
-        }
+    const qc_block_q8_0 *x = (const qc_block_q8_0 *)src;
+    for (int64_t b = 0; b < n / QC_QK; b++, dst += QC_QK) {
+        const float d = qc_fp16_to_fp32(x[b].d);
+        for (int j = 0; j < QC_QK; j++) dst[j] = (float)x[b].qs[j] * d;
     }
 }

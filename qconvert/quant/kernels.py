@@ -3,9 +3,25 @@
 import os
 
 import numpy as np
-from gguf import GGMLQuantizationType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from qconvert import _native
+
+
+def _check_block_table() -> None:
+    """The C type table (geometry from its block structs) must agree with gguf's GGML_QUANT_SIZES,
+    which the GGUF reader and writer size tensors by: a mismatch would corrupt every file."""
+    for type_id in _native.block_types():
+        qtype = GGMLQuantizationType(type_id)
+        name, elems, nbytes = _native.block_info(type_id)
+        if name != qtype.name or (elems, nbytes) != GGML_QUANT_SIZES[qtype]:
+            raise ImportError(
+                f"qconvert._native's block table says {name} (id {type_id}) has {elems} values in {nbytes} bytes, "
+                f"gguf says {qtype.name} has {GGML_QUANT_SIZES[qtype]}: rebuild the extension against this gguf"
+            )
+
+
+_check_block_table()
 
 
 def default_threads() -> int:
@@ -20,8 +36,11 @@ def block_info(qtype: GGMLQuantizationType) -> tuple[str, int, int]:
 def quantize(rows: np.ndarray, qtype: GGMLQuantizationType, threads: int | None = None, importance: np.ndarray | None = None) -> np.ndarray:
     """Quantize (n_rows, n_per_row) float32 or float16 rows into (n_rows, row_bytes) uint8 blocks.
 
-    float16 rows are widened inside the threads (exactly), not by numpy. Raises
-    FloatingPointError naming the row and column of a NaN or Inf.
+    importance: None, or (n_per_row,) per-column weights for every row — the values llama-quantize
+    passes its quantizers for the tensor (an imatrix entry's sums divided by its call count); with
+    them every type but Q8_0 runs llama.cpp's imatrix-weighted algorithm. float16 rows are widened
+    inside the threads (exactly), not by numpy. Raises FloatingPointError naming the row and
+    column of a NaN or Inf, ValueError for a non-finite importance weight.
     """
     src_f16 = rows.dtype == np.float16
     rows = np.ascontiguousarray(rows, dtype=np.float16 if src_f16 else np.float32)

@@ -28,12 +28,6 @@ def test_fp16_rows_quantize_as_their_exact_float32_values(qtype):
     np.testing.assert_array_equal(kernels.quantize(x, qtype, threads=2), kernels.quantize(x.astype(np.float32), qtype, threads=2))
 
 
-@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
-def test_importance_weights_not_implemented(qtype):
-    with pytest.raises(NotImplementedError):
-        kernels.quantize(normal(2, 256), qtype, importance=np.ones(256, dtype=np.float32))
-
-
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
