@@ -55,6 +55,17 @@ def _slab_rows(t: TensorSource) -> int:
     return max(1, SLAB_VALUES // max(1, t.row_len))
 
 
+def _check_finite(encoded: np.ndarray, t: TensorSource, start: int) -> None:
+    """The weighted fits can push a block's fp16 scale past its range on extreme weights; llama-quantize
+    validates its output and stops there, and so does this."""
+    decoded = kernels.dequantize(encoded, t.out_type, t.row_len)
+    if not np.isfinite(decoded).all():
+        row = int(np.argwhere(~np.isfinite(decoded))[0][0])
+        raise QConvertError(
+            f"tensor {t.name}, row {start + row}: the importance-weighted {t.out_type.name} scales overflow fp16", "quantization", "quantize without --imatrix, or check the weights for extreme values"
+        )
+
+
 def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
     fout = w.fout[0]  # the writer's open file: data is appended slab by slab, not tensor by tensor
     w.write_padding(fout, fout.tell())  # data offsets are aligned, as GGUFWriter writes them
@@ -69,6 +80,8 @@ def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
             raise QConvertError(
                 f"tensor {t.name} has a NaN or Inf at row {start + row}, column {col}", "weights", "the checkpoint is damaged; fix or re-export it"
             ) from None
+        if t.importance is not None:
+            _check_finite(encoded, t, start)
         encoded.tofile(fout)
         bar.update((end - start) * t.row_len)
     w.write_padding(fout, t.n_rows * t.row_bytes)

@@ -75,3 +75,26 @@ def test_imatrix_command_keeps_an_existing_output(tmp_path, calib_file):
     out.write_bytes(b"precious")
     result = run_cli("imatrix", FIXTURE, "--calib", calib_file, "-o", out)
     assert result.rc == 2 and "--force" in result.stderr and out.read_bytes() == b"precious"
+
+
+def test_scales_that_overflow_fp16_are_refused(tmp_path, out_parent):
+    """llama-quantize validates its output and stops on an infinite block scale; so does qconvert
+    (the weighted Q4_1 fit overflows fp16 on weights of ±3e4)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "extreme"
+    shutil.copytree(FIXTURE, model)
+    tensors = load_file(model / "model.safetensors")
+    name = "model.layers.1.mlp.gate_proj.weight"
+    tensors[name] = (torch.randn(tensors[name].shape, generator=torch.Generator().manual_seed(0)) * 3e4).clamp(-6e4, 6e4).half()
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    matrix = fixture_like_matrix()
+    rng = np.random.default_rng(0)
+    matrix.entries["blk.1.ffn_gate.weight"] = ImatrixEntry(rng.random((1, 256)).astype(np.float32), np.array([1.0], np.float32))
+    imatrix = write_imatrix(tmp_path / "m.gguf", matrix)
+    result = run_cli("gguf", model, "--type", "q4_1", "--imatrix", imatrix, "-o", out_parent / "q.gguf")
+    assert_one_error(result, "tensor blk.1.ffn_gate.weight, row", out_parent)
+    assert "scales overflow fp16" in result.stderr
