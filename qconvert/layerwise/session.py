@@ -1,5 +1,6 @@
-"""What every layer-wise quantizer (GPTQ, AWQ, ...) does around the driver: check the output path, the
-model and the calibration set before any work, and write the tensors outside the decoder layers."""
+"""What every layer-wise stage (GPTQ, AWQ, the importance matrix) does around the driver: check the
+model and the calibration set before any work, and write a checkpoint folder from the layers the
+algorithm writes and the tensors outside the decoder layers."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from qconvert.calib.store import CalibrationSet
 from qconvert.calib.tokenize import load_tokenizer
 from qconvert.convert.arch import ArchSpec, arch_spec
 from qconvert.errors import QConvertError
+from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
-from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import DriverOptions, LayerAlgorithm, run_layerwise
 from qconvert.outputs import atomic_output_dir
