@@ -26,12 +26,30 @@ class _Group(click.Group):
             click.echo(f"qconvert: error: {exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
-            click.echo("qconvert: interrupted; no output was written", err=True)
-            # Partial outputs were removed while the exception unwound. Leave at once: once, in CI, a
-            # gptq run died by SIGINT after this line (exit -2, not 130) during interpreter shutdown.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)
+            _interrupted()
+        except Exception as exc:
+            if _caused_by_interrupt(exc):  # e.g. transformers turns an interrupted lazy import into an ImportError
+                _interrupted()
+            raise
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _interrupted() -> None:
+    click.echo("qconvert: interrupted; no output was written", err=True)
+    # Partial outputs were removed while the exception unwound. Leave at once: once, in CI, a
+    # gptq run died by SIGINT after this line (exit -2, not 130) during interpreter shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _progress() -> bool:

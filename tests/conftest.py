@@ -40,7 +40,11 @@ def run_cli(*args: object, cwd: Path | None = None) -> CliResult:
 def interrupt_cli(*args: object, ready: Callable[[], bool], settle: float = 0.0) -> tuple[int, str]:
     """Start `python -m qconvert ARGS`, send SIGINT once `ready()` holds (plus `settle` seconds) or
     it has run a minute, and return its exit code and stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "qconvert", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A background job (`make test &`, nohup, CI) starts with SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: give the child the default disposition a terminal would.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qconvert", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
     deadline = time.time() + 60
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)

@@ -22,6 +22,7 @@ def _check_block_table() -> None:
 
 
 _check_block_table()
+BLOCK_TYPES = frozenset(GGMLQuantizationType(type_id) for type_id in _native.block_types())  # what the C quantizers make
 
 
 def default_threads() -> int:
