@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--types", default=",".join(t.value for t in FileType if t not in (FileType.F32, FileType.F16, FileType.BF16)))
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
     ap.add_argument("--imatrix-chunks", type=int, default=8, help="512-token chunks for the importance-matrix comparison (0: skip it)")
+    ap.add_argument("--imatrix-only", action="store_true", help="only section 4")
     args = ap.parse_args()
 
     work = args.workdir
@@ -152,13 +153,23 @@ def main() -> None:
     f16 = work / "model-f16.gguf"
     subprocess.run([*QCONVERT, "gguf", model, "-o", f16], check=True, stdout=subprocess.DEVNULL)
     size_mb = f16.stat().st_size / 2**20
-    quantize = find_tool("llama-quantize")
     t = str(args.threads)
 
     print(
         f"\nmodel: random Llama, hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}, vocab {args.vocab}; "
         f"f16 GGUF {size_mb:.0f} MiB; threads {t}; best of {args.runs} (time), max of {args.runs} (RSS)"
     )
+    if not args.imatrix_only:
+        plain_and_one_step(args, work, model, f16)
+    if args.imatrix_chunks:
+        imatrix = imatrix_section(args, work, model, f16)
+        print("\nwith llama-imatrix's importance matrix:")
+        quantize_table(args, work, f16, imatrix)
+
+
+def plain_and_one_step(args, work: Path, model: Path, f16: Path) -> None:
+    quantize = find_tool("llama-quantize")
+    t = str(args.threads)
     quantize_table(args, work, f16)
 
     # One step (HF → q4_k_m) against llama.cpp's two steps.
@@ -174,10 +185,6 @@ def main() -> None:
         f"(peak {convert_s[1]:.0f} MiB) + llama-quantize {quant_s[0]:.2f} s = {total:.2f} s; ratio {ours_s[0] / total:.2f}; "
         f"tensor data {'byte-identical' if identical else 'DIFFERENT'}"
     )
-    if args.imatrix_chunks:
-        imatrix = imatrix_section(args, work, model, f16)
-        print("\nwith llama-imatrix's importance matrix:")
-        quantize_table(args, work, f16, imatrix)
 
 
 if __name__ == "__main__":
