@@ -80,7 +80,7 @@ def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
             raise QConvertError(
                 f"tensor {t.name} has a NaN or Inf at row {start + row}, column {col}", "weights", "the checkpoint is damaged; fix or re-export it"
             ) from None
-        if t.importance is not None and t.out_type in kernels.BLOCK_TYPES:
+        if t.importance is not None and t.out_type in kernels.WEIGHTED_TYPES:
             _check_finite(encoded, t, start)
         encoded.tofile(fout)
         bar.update((end - start) * t.row_len)

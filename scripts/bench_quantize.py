@@ -17,6 +17,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,13 +86,15 @@ def make_model(out: Path, hidden: int, layers: int, ffn: int, heads: int, kv_hea
 
 def timed(cmd: list) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB) of one run of `cmd`, under GNU time: the RSS of a child
-    forked from this (large) Python process would count this process's pages too."""
-    start = time.perf_counter()
-    proc = subprocess.run([TIME, "-f", "%M", *map(str, cmd)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr[-2000:]}")
-    return elapsed, int(proc.stderr.strip().splitlines()[-1]) / 1024
+    forked from this (large) Python process would count this process's pages too. GNU time writes
+    to its own file: the tools' stderr is theirs."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        start = time.perf_counter()
+        proc = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *map(str, cmd)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr[-2000:]}")
+        return elapsed, int(rss.read().strip().splitlines()[-1]) / 1024
 
 
 def best_of(runs: int, make_cmd) -> tuple[float, float]:

@@ -23,6 +23,7 @@ def _check_block_table() -> None:
 
 _check_block_table()
 BLOCK_TYPES = frozenset(GGMLQuantizationType(type_id) for type_id in _native.block_types())  # what the C quantizers make
+WEIGHTED_TYPES = BLOCK_TYPES - {GGMLQuantizationType.Q8_0}  # Q8_0 ignores importance weights, as in llama.cpp
 
 
 def default_threads() -> int:
