@@ -118,6 +118,7 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
     def algorithm_for(writer: ShardWriter) -> GPTQAlgorithm:
         return GPTQAlgorithm(config, writer, session.spec.block, session.ckpt, session.device)
 
-    session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "gptq", quantization_config(config))
+    qconfig = quantization_config(config)  # AutoGPTQ also writes it as quantize_config.json
+    session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "gptq", qconfig, {"quantize_config.json": qconfig})
     log.info("wrote %s", out_dir)
     return out_dir

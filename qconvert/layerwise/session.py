@@ -52,11 +52,12 @@ class Session:
         return calib
 
     def write_checkpoint(
-        self, model_dir: Path, out_dir: Path, calib: CalibrationSet, algorithm_for: Callable[[ShardWriter], LayerAlgorithm], options: RunOptions, desc: str, quantization_config: dict | None
+        self, model_dir: Path, out_dir: Path, calib: CalibrationSet, algorithm_for: Callable[[ShardWriter], LayerAlgorithm], options: RunOptions, desc: str, quantization_config: dict | None,
+        extra_json: dict[str, dict] | None = None,
     ) -> None:
         """Runs the algorithm layer by layer into a new checkpoint folder: the layers it writes,
         everything outside the decoder layers (embeddings, final norm, lm_head) in fp16, config.json
-        with `quantization_config` (and quantize_config.json, as AutoGPTQ), the tokenizer files."""
+        with `quantization_config`, `extra_json` files (GPTQ's quantize_config.json), the tokenizer files."""
         with atomic_output_dir(out_dir, options.force) as tmp:
             writer = ShardWriter(tmp, options.max_shard_bytes)
             run_layerwise(model_dir, self.spec.block, self.ckpt, calib, algorithm_for(writer), DriverOptions(self.device, options.dtype, options.progress, desc))
@@ -65,8 +66,8 @@ class Session:
                     writer.add(name, torch.from_numpy(self.ckpt.load(name)).half())
             writer.close()
             write_config(tmp, self.model.raw, quantization_config)
-            if quantization_config is not None and quantization_config["quant_method"] == "gptq":
-                write_json(tmp / "quantize_config.json", quantization_config)
+            for name, data in (extra_json or {}).items():
+                write_json(tmp / name, data)
             copy_tokenizer_files(model_dir, tmp)
 
 
