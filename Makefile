@@ -4,7 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.qconvert-installed
 FIXTURE := tests/fixtures/tiny-qwen2
-EVAL_TEXT := calibration/eval/heldout-en.txt
 DEMO_DIR := build/demo
 
 .PHONY: install llama-cpp demo test bench bench-quantize bench-gptq bench-awq peers asan-test fixture clean
@@ -24,22 +23,10 @@ llama-cpp: $(PY)
 
 install: $(INSTALLED) llama-cpp
 
+# The bundled fixture's whole release (recipes/tiny-qwen2.toml): calibration, imatrix, GGUF types
+# with and without it, GPTQ, AWQ, Ollama Modelfiles, evaluation and the report, under build/demo.
 demo: install
-	mkdir -p $(DEMO_DIR)
-	$(VENV)/bin/qconvert gguf $(FIXTURE) --type f16 -o $(DEMO_DIR)/tiny-qwen2-f16.gguf --force
-	$(VENV)/bin/qconvert gguf $(FIXTURE) --type q4_k_m -o $(DEMO_DIR)/tiny-qwen2-q4_k_m.gguf --force
-	$(VENV)/bin/qconvert calib $(FIXTURE) -o $(DEMO_DIR)/calib.safetensors --force
-	$(VENV)/bin/qconvert ppl $(FIXTURE) --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-hf.json
-	$(VENV)/bin/qconvert ppl $(DEMO_DIR)/tiny-qwen2-f16.gguf --text $(EVAL_TEXT) --chunks 16 --json > $(DEMO_DIR)/ppl-f16.json
-	$(VENV)/bin/qconvert ppl $(DEMO_DIR)/tiny-qwen2-q4_k_m.gguf --text $(EVAL_TEXT) --chunks 16 \
-		--kld-base $(DEMO_DIR)/tiny-qwen2-f16.gguf --json > $(DEMO_DIR)/ppl-q4_k_m.json
-	@echo
-	@echo "GGUF f16:               $(DEMO_DIR)/tiny-qwen2-f16.gguf"
-	@echo "GGUF q4_k_m:            $(DEMO_DIR)/tiny-qwen2-q4_k_m.gguf"
-	@echo "calibration set:        $(DEMO_DIR)/calib.safetensors"
-	@echo "perplexity, HF (torch): $$(cat $(DEMO_DIR)/ppl-hf.json)"
-	@echo "perplexity, f16 GGUF:   $$(cat $(DEMO_DIR)/ppl-f16.json)"
-	@echo "perplexity, q4_k_m:     $$(cat $(DEMO_DIR)/ppl-q4_k_m.json)"
+	$(VENV)/bin/qconvert run recipes/tiny-qwen2.toml -o $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q

@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from qconvert import __version__
-from qconvert.calib.click_options import calibration_options, optional_calibration_options, source_options  # light: click and dataclasses only
-from qconvert.calib.options import CalibInput, CalibRequest
-from qconvert.errors import QConvertError
+from qconvert.calib.types import CalibInput, CalibRequest
+from qconvert.cli_options import calibration_options, optional_calibration_options, source_options  # light: click and dataclasses only
+from qconvert.errors import QConvertError, caused_by_interrupt
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -28,19 +28,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _interrupted()
         except Exception as exc:
-            if _caused_by_interrupt(exc):  # e.g. transformers turns an interrupted lazy import into an ImportError
+            if caused_by_interrupt(exc):  # e.g. transformers turns an interrupted lazy import into an ImportError
                 _interrupted()
             raise
-
-
-def _caused_by_interrupt(exc: BaseException) -> bool:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _interrupted() -> None:
@@ -74,8 +64,9 @@ def main(verbose: bool) -> None:
 @click.option("--device", default="cpu", show_default=True, help="Device of the in-line importance matrix: cpu or cuda.")
 @click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the in-line importance matrix's forwards (see `qconvert imatrix`).")
 @click.option("--threads", type=int, default=None, help="Quantizer threads (default: all cores).")
+@click.option("--modelfile", is_flag=True, help="Also write an Ollama Modelfile beside the GGUF (OUT's name, .Modelfile): FROM, the chat template as TEMPLATE, stop tokens, sampling defaults.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def gguf(model_dir: Path, out: Path, file_type: str, imatrix: Path | None, calib_input: CalibInput | None, imatrix_out: Path | None, device: str, compute_dtype: str, threads: int | None, force: bool) -> None:
+def gguf(model_dir: Path, out: Path, file_type: str, imatrix: Path | None, calib_input: CalibInput | None, imatrix_out: Path | None, device: str, compute_dtype: str, threads: int | None, modelfile: bool, force: bool) -> None:
     """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp, quantized or not.
 
     With --calib FILE (or --source ... or any calibration option) the importance matrix is computed
@@ -86,8 +77,16 @@ def gguf(model_dir: Path, out: Path, file_type: str, imatrix: Path | None, calib
     options = ConvertOptions(
         file_type=parse_file_type(file_type), force=force, progress=_progress(), threads=threads, imatrix=imatrix, calib=calib_input, imatrix_out=imatrix_out, device=device, compute_dtype=compute_dtype
     )
+    if modelfile:  # the chat template's translation is checked before any work
+        from qconvert.ollama import default_modelfile_path, modelfile_text, write_modelfile
+        from qconvert.outputs import check_output_path
+
+        check_output_path(default_modelfile_path(out), force)
+        modelfile_text(model_dir, out, default_modelfile_path(out))
     convert_hf_to_gguf(model_dir, out, options)
     click.echo(f"wrote {out}")
+    if modelfile:
+        click.echo(f"wrote {write_modelfile(model_dir, out, force=force)}")
 
 
 @main.command()
@@ -232,3 +231,47 @@ def inspect(path: Path) -> None:
     from qconvert.inspect_model import describe
 
     click.echo("\n".join(describe(path)))
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), default=None, help="The run folder [default: runs/RECIPE_NAME].")
+@click.option("--force", "force", multiple=True, help="Rerun this stage (a name, or a kind: gguf, gptq, ...) and what depends on it; repeatable.")
+@click.option("--dry-run", is_flag=True, help="Print the plan: which stages run and which are reused.")
+def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], dry_run: bool) -> None:
+    """Run a release recipe (TOML): calibration, imatrix, GPTQ, AWQ, GGUF types, evaluation, report.
+
+    Finished stages are kept under RUN_DIR and reused; a run cut short resumes where it stopped."""
+    from qconvert.pipeline.recipe import load_recipe
+    from qconvert.pipeline.report import REPORT_MD
+    from qconvert.pipeline.runner import run_recipe
+
+    loaded = load_recipe(recipe)
+    run_dir = run_dir or Path("runs") / recipe.stem
+    run_recipe(loaded, run_dir, force, dry_run, progress=_progress(), echo=click.echo)
+    if not dry_run:
+        click.echo("\n" + (run_dir / REPORT_MD).read_text())
+        click.echo(f"report: {run_dir / REPORT_MD}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print report.json.")
+@click.option("--check", "gate", type=click.Path(path_type=Path), default=None, help="Check perplexity and KLD against the expected values in this gate file; exit code 1 if any moved too far.")
+@click.option("--write-gate", type=click.Path(path_type=Path), default=None, help="Rewrite this gate file's expected values with this run's (its tolerances stay).")
+def report(run_dir: Path, as_json: bool, gate: Path | None, write_gate: Path | None) -> None:
+    """Reprint the report of a `qconvert run` folder, and check it against a regression gate."""
+    from qconvert.pipeline import gate as gates
+    from qconvert.pipeline.report import read_report, render_markdown
+
+    loaded = read_report(run_dir)
+    click.echo(json.dumps(loaded, indent=1) if as_json else render_markdown(loaded))
+    if write_gate is not None:
+        gates.write_gate(loaded, write_gate)
+        click.echo(f"wrote {write_gate}")
+    if gate is not None:
+        lines, failed = gates.check_gate(loaded, gates.read_gate(gate))
+        click.echo("\n".join(lines), err=not as_json)
+        if failed:
+            click.echo(f"qconvert: regression gate failed: {len(failed)} of {len(lines)} checks moved past {gate}'s tolerances", err=True)
+            sys.exit(1)

@@ -14,3 +14,15 @@ class QConvertError(Exception):
     def __str__(self) -> str:
         text = f"{self.where}: {self.what}" if self.where is not None else self.what
         return f"{text} ({self.hint})" if self.hint else text
+
+
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """Whether a Ctrl-C is behind `exc`: libraries re-raise it as other errors (transformers turns an
+    interrupted lazy import into an ImportError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -1,4 +1,5 @@
-"""`qconvert inspect`: what a GGUF file or a Hugging Face model folder holds, as printable lines."""
+"""`qconvert inspect`: what a GGUF file or a Hugging Face model folder holds, as printable lines
+(a calibration file: inspect_calib.py)."""
 
 from collections import Counter
 from pathlib import Path
@@ -78,7 +79,7 @@ def describe(path: Path) -> list[str]:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return describe_gguf(path)
     if path.is_file() and path.suffix.lower() == ".safetensors":
-        from qconvert.calib.describe import describe_calibration
+        from qconvert.inspect_calib import describe_calibration
 
         return describe_calibration(path)
     if path.is_dir():

@@ -39,7 +39,7 @@ def run_ours_inside(args: argparse.Namespace) -> None:
 
     from qconvert.awq.config import AWQConfig
     from qconvert.awq.run import quantize_awq
-    from qconvert.calib.options import CalibInput
+    from qconvert.calib.types import CalibInput
     from qconvert.layerwise.session import RunOptions, parse_compute_dtype
 
     torch.set_num_threads(args.threads)

@@ -31,7 +31,7 @@ def run_ours_inside(args: argparse.Namespace) -> None:
     """The timed qconvert run, in its own process like the peers'."""
     import torch
 
-    from qconvert.calib.options import CalibInput
+    from qconvert.calib.types import CalibInput
     from qconvert.gptq.config import GPTQConfig
     from qconvert.gptq.run import quantize_gptq
     from qconvert.layerwise.session import RunOptions, parse_compute_dtype

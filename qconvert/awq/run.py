@@ -21,7 +21,7 @@ from qconvert.awq.grid import quantize
 from qconvert.awq.packing import pack_gemm
 from qconvert.awq.search import apply_clip, search_clip, search_scales, weight_magnitude
 from qconvert.awq.trial import GGUFTrial, GridTrial
-from qconvert.calib.options import CalibInput
+from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DecoderBlock, ScalingGroup
 from qconvert.errors import QConvertError
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint

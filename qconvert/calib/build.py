@@ -3,26 +3,58 @@ that order (dropping empty, duplicate and too-short ones) until there is enough,
 
 `build_calibration` is what every quantization stage calls when given sources; `resolve_calibration`
 takes the command-line input (a calibration file or sources); `build_calibration_file` is `qconvert calib`.
+
+The bundled default set (used when no source is given) is defined once, here: English prose,
+classical Chinese poems and Python code (`calibration/{en,zh,code}`, plain text) plus the chat
+sample (`calibration/chat/sample.jsonl`, formatted with the model's own chat template; left out,
+with a logged note, for a tokenizer without one). `calibration/eval/heldout-en.txt` is the held-out
+perplexity text and is never part of it. Licences: `calibration/SOURCES.md`.
+
+Tokenizing: text documents are tokenized as the tokenizer does by default (`add_special_tokens=True`:
+a BOS for Llama-style tokenizers, nothing for Qwen). Chat records are formatted with the model's own
+chat template, exactly as `tokenizer.apply_chat_template(messages, tokenize=False)` does, and that
+text is tokenized with `add_special_tokens=False` (the template writes its own), which is exactly
+what `apply_chat_template(tokenize=True)` does.
+
+Sampling: everything random comes from one `numpy.random.Generator(PCG64(seed))`, drawn in a fixed
+order (first the document order, then, in concat mode, the window order), so the same documents and
+options give the same samples.
+
+- concat (AutoAWQ style): documents are joined in the shuffled order with nothing between them
+  (each carries what its tokenization adds, e.g. a BOS), cut into consecutive `seqlen` windows
+  (the tail shorter than a window is dropped), and windows are picked in a seeded random order.
+- samples (GPTQ style): one document per sample, in the shuffled order; a document longer than
+  `seqlen` keeps its first `seqlen` tokens; a shorter one is right-padded with the pad id and an
+  attention mask of 0.
+- dedup: identical documents are dropped before tokenizing, identical samples when they are cut.
 """
 
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from qconvert.calib import sampling
-from qconvert.calib.chat import has_chat_template, require_chat_template
-from qconvert.calib.default_set import default_sources
-from qconvert.calib.manifest import Counts, Manifest, SourceRecord, TokenizerInfo
-from qconvert.calib.options import CalibInput, CalibRequest, ContentKind, SampleMode, SamplingOptions, SourceSpec
-from qconvert.calib.sources import Source, read_source
-from qconvert.calib.store import CalibrationSet, load_calibration, write_calibration
-from qconvert.calib.tokenize import document_texts, load_tokenizer, pad_token_id, tokenize_texts, tokenizer_sha256
+from qconvert.calib.datasets import read_datasets_source
+from qconvert.calib.readers import Document, Messages, Source, read_jsonl_source, read_text_source, source_format
+from qconvert.calib.store import CalibrationSet, load_calibration, tokenizer_sha256, write_calibration
+from qconvert.calib.types import (
+    CalibInput,
+    CalibRequest,
+    ContentKind,
+    Counts,
+    Manifest,
+    SampleMode,
+    SamplingOptions,
+    SourceFormat,
+    SourceRecord,
+    SourceSpec,
+    TokenizerInfo,
+)
 from qconvert.errors import QConvertError
 from qconvert.outputs import check_output_path
 
@@ -31,6 +63,192 @@ log = logging.getLogger(__name__)
 BATCH = 64  # documents rendered and tokenized per call; results do not depend on it
 DEFAULT_OPTIONS = SamplingOptions()
 _EMPTY, _DUPLICATE = -1, -2  # why a document was dropped before tokenizing
+
+
+# The bundled default set
+
+# The folder sits beside the package in a source checkout (and in the editable install `make` does).
+BUNDLED_DIR = Path(__file__).resolve().parent.parent.parent / "calibration"
+
+# (path under calibration/, format)
+DEFAULT_SET: tuple[tuple[str, SourceFormat], ...] = (
+    ("en", SourceFormat.TEXT),
+    ("zh", SourceFormat.TEXT),
+    ("code", SourceFormat.TEXT),
+    ("chat/sample.jsonl", SourceFormat.CHAT),
+)
+
+
+def default_sources(has_chat_template: bool) -> tuple[SourceSpec, ...]:
+    if not BUNDLED_DIR.is_dir():
+        raise QConvertError("the bundled calibration data is not here", BUNDLED_DIR, "pass --source, or run from a source checkout")
+    specs = []
+    for rel, fmt in DEFAULT_SET:
+        if fmt is SourceFormat.CHAT and not has_chat_template:
+            log.warning("the tokenizer has no chat template: the default set leaves out its chat part (calibration/%s)", rel)
+            continue
+        specs.append(SourceSpec(BUNDLED_DIR / rel, fmt, label=f"calibration/{rel}"))
+    return tuple(specs)
+
+
+# Reading the sources
+
+
+def read_source(spec: SourceSpec) -> Source:
+    fmt = source_format(spec)
+    if fmt is SourceFormat.TEXT:
+        return read_text_source(spec)
+    if fmt in (SourceFormat.JSONL, SourceFormat.CHAT):
+        # AUTO detection of a .jsonl file hands over JSONL; its first record decides text or chat.
+        return read_jsonl_source(spec, SourceFormat.AUTO if spec.format is SourceFormat.AUTO else fmt)
+    return read_datasets_source(spec, fmt)
+
+
+def read_sources(specs: Sequence[SourceSpec]) -> list[Source]:
+    return [read_source(spec) for spec in specs]
+
+
+# The tokenizer and the chat template
+
+
+def load_tokenizer(model_dir: Path):
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise QConvertError("no such model folder", model_dir, "give a Hugging Face model folder")
+    import transformers
+    from transformers import AutoTokenizer
+
+    transformers.logging.set_verbosity_error()  # documents are tokenized whole on purpose
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise QConvertError(f"transformers cannot load the tokenizer: {exc}".splitlines()[0], model_dir) from exc
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id `samples` mode pads with: the pad token, else EOS, else 0 (the mask says it is padding)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def require_chat_template(tokenizer, where: object) -> None:
+    if not has_chat_template(tokenizer):
+        raise QConvertError(
+            "chat data needs the model's chat template, and this tokenizer has none",
+            where,
+            "use a model whose tokenizer_config.json (or chat_template.jinja) has one, or give plain text",
+        )
+
+
+def render_chats(tokenizer, chats: list[Messages], wheres: list[str]) -> list[str]:
+    """The chat template's text for each conversation."""
+    try:
+        return tokenizer.apply_chat_template(chats, tokenize=False)
+    except Exception as batch_exc:  # jinja2 errors, or the template's own raise_exception(): find the record
+        for chat, where in zip(chats, wheres):
+            try:
+                tokenizer.apply_chat_template(chat, tokenize=False)
+            except Exception as exc:
+                raise QConvertError(f"the chat template cannot format this record: {exc}".splitlines()[0], where) from exc
+        raise QConvertError(f"the chat template failed: {batch_exc}".splitlines()[0], wheres[0] if wheres else None) from batch_exc
+
+
+def document_texts(tokenizer, kind: ContentKind, documents: list[Document]) -> list[str]:
+    """The text each document is tokenized from: itself, or its conversation in the chat template."""
+    if kind is ContentKind.TEXT:
+        return [d.value for d in documents]
+    return render_chats(tokenizer, [d.value for d in documents], [d.where for d in documents])
+
+
+def tokenize_texts(tokenizer, kind: ContentKind, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=kind is ContentKind.TEXT, verbose=False)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+# Samples
+
+# In concat mode, documents are tokenized (in the shuffled order) until the pool holds this many
+# times the tokens asked for; windows are then picked from the whole pool. Small sets are used whole.
+POOL_FACTOR = 4
+
+
+def make_rng(seed: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def document_order(n_documents: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(n_documents)
+
+
+def concat_windows(documents: list[list[int]], seqlen: int) -> np.ndarray:
+    """(n_windows, seqlen) int64: the documents joined and cut; the short tail is dropped."""
+    flat = np.fromiter((t for ids in documents for t in ids), dtype=np.int64)
+    n = len(flat) // seqlen
+    return flat[: n * seqlen].reshape(n, seqlen)
+
+
+def pick_unique_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Up to `n` distinct rows of `rows` (n_rows, seqlen) in a seeded random order, and the number of
+    duplicate rows passed over on the way."""
+    seen: set[bytes] = set()
+    picked: list[int] = []
+    duplicates = 0
+    for i in rng.permutation(len(rows)):
+        key = rows[i].tobytes()
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        picked.append(int(i))
+        if len(picked) == n:
+            break
+    return rows[picked].reshape(len(picked), rows.shape[1]), duplicates
+
+
+@dataclass
+class SampleCollector:
+    """samples mode: takes documents in order until `n` distinct (truncated) samples are in."""
+
+    n: int
+    seqlen: int
+    samples: list[list[int]] = field(default_factory=list)
+    truncated: int = 0
+    duplicates: int = 0
+    _seen: set[tuple[int, ...]] = field(default_factory=set)
+
+    @property
+    def full(self) -> bool:
+        return len(self.samples) >= self.n
+
+    def add(self, ids: list[int]) -> None:
+        sample = tuple(ids[: self.seqlen])
+        if sample in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(sample)
+        self.truncated += len(ids) > self.seqlen
+        self.samples.append(list(sample))
+
+
+def pad_right(samples: list[list[int]], seqlen: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, seqlen) int64 input ids right-padded with `pad_id`, and the (n, seqlen) int64 attention mask."""
+    ids = np.full((len(samples), seqlen), pad_id, dtype=np.int64)
+    mask = np.zeros((len(samples), seqlen), dtype=np.int64)
+    for row, sample in enumerate(samples):
+        ids[row, : len(sample)] = sample
+        mask[row, : len(sample)] = 1
+    return ids, mask
+
+
+# Building
 
 
 @dataclass
@@ -61,12 +279,12 @@ def _ordered_batches(sources: Sequence[Source], order: np.ndarray) -> Iterator[t
         yield run_kind, run
 
 
-def _fill_pool(tokenizer, sources: Sequence[Source], order: np.ndarray, options: SamplingOptions, progress: bool) -> tuple[_Pool, sampling.SampleCollector]:
+def _fill_pool(tokenizer, sources: Sequence[Source], order: np.ndarray, options: SamplingOptions, progress: bool) -> tuple[_Pool, SampleCollector]:
     """Documents in `order` until the mode has enough: `n_samples` distinct samples, or POOL_FACTOR
     times the tokens asked for. Stops at the exact document, so the batch size changes nothing."""
     pool = _Pool(documents=[])
-    collector = sampling.SampleCollector(options.n_samples, options.seqlen)
-    token_target = sampling.POOL_FACTOR * options.n_samples * options.seqlen
+    collector = SampleCollector(options.n_samples, options.seqlen)
+    token_target = POOL_FACTOR * options.n_samples * options.seqlen
     min_tokens = max(options.min_tokens, 1)
     seen: set[bytes] = set()
     with tqdm(total=len(order), desc="calibration", unit="doc", disable=not progress) as bar:
@@ -124,10 +342,6 @@ def _warn_short(options: SamplingOptions, made: int, available: str) -> None:
         )
 
 
-def read_sources(specs: Sequence[SourceSpec]) -> list[Source]:
-    return [read_source(spec) for spec in specs]
-
-
 def build_calibration(tokenizer, sources: Sequence[SourceSpec] | None, options: SamplingOptions = DEFAULT_OPTIONS, progress: bool = False) -> CalibrationSet:
     """A calibration set from `sources` (none: the bundled default set), tokenized with `tokenizer`."""
     specs = tuple(sources) if sources else default_sources(has_chat_template(tokenizer))
@@ -140,9 +354,9 @@ def build_from_sources(tokenizer, read: Sequence[Source], options: SamplingOptio
         if source.kind is ContentKind.CHAT:
             require_chat_template(tokenizer, source.spec.path)
 
-    rng = sampling.make_rng(options.seed)
+    rng = make_rng(options.seed)
     n_documents = sum(len(s.documents) for s in read)
-    order = sampling.document_order(n_documents, rng)
+    order = document_order(n_documents, rng)
     pool, collector = _fill_pool(tokenizer, read, order, options, progress)
     if not pool.documents:
         raise QConvertError(
@@ -152,18 +366,18 @@ def build_from_sources(tokenizer, read: Sequence[Source], options: SamplingOptio
 
     truncated = padded = 0
     if options.mode is SampleMode.CONCAT:
-        windows = sampling.concat_windows(pool.documents, options.seqlen)
+        windows = concat_windows(pool.documents, options.seqlen)
         if len(windows) == 0:
             raise QConvertError(
                 f"the sources hold {pool.tokens:,} tokens, less than one --seqlen {options.seqlen} window",
                 ", ".join(s.name for s in specs),
                 "give more text or a smaller --seqlen",
             )
-        ids, duplicate_samples = sampling.pick_unique_rows(windows, options.n_samples, rng)
+        ids, duplicate_samples = pick_unique_rows(windows, options.n_samples, rng)
         mask = np.ones_like(ids)
         _warn_short(options, len(ids), f"{pool.tokens:,} tokens ({len(windows) - duplicate_samples} distinct windows)")
     else:
-        ids, mask = sampling.pad_right(collector.samples, options.seqlen, pad_token_id(tokenizer))
+        ids, mask = pad_right(collector.samples, options.seqlen, pad_token_id(tokenizer))
         duplicate_samples, truncated = collector.duplicates, collector.truncated
         padded = int((mask[:, -1] == 0).sum())
         at_least = f" of at least {options.min_tokens} tokens" if options.min_tokens > 1 else ""

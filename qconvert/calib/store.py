@@ -2,9 +2,18 @@
 
 The file is safetensors with two tensors, both int64 of shape (n_samples, seqlen):
 `input_ids` and `attention_mask` (1 for real tokens, 0 for right padding in samples mode), and the
-manifest (manifest.py) as JSON under the metadata key `qconvert.calibration`.
+manifest (types.py) as JSON under the metadata key `qconvert.calibration`.
+
+A set is only good for the tokenizer that made it, so the manifest records its hash
+(`tokenizer_sha256`) and `load_calibration` refuses a file made with another. The hash is the sha256
+of a canonical JSON of what the token ids of a calibration set mean: every token string with its id
+(the vocabulary with the added tokens, as `get_vocab()` gives it) and the chat template. It does not
+change when the same tokenizer is re-saved or read by another `tokenizers` version, and it does
+change when any id means another token or the chat samples would be formatted differently.
 """
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +21,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from qconvert.calib.manifest import MANIFEST_KEY, REBUILD_HINT, Manifest
-from qconvert.calib.tokenize import tokenizer_sha256
+from qconvert.calib.types import MANIFEST_KEY, REBUILD_HINT, Manifest
 from qconvert.errors import QConvertError
 from qconvert.outputs import atomic_output
 
 TENSOR_NAMES = ("input_ids", "attention_mask")
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    vocab = sorted((i, t) for t, i in tokenizer.get_vocab().items())
+    payload = {"vocab": vocab, "chat_template": getattr(tokenizer, "chat_template", None)}
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass

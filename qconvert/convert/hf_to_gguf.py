@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
-from qconvert.calib.options import CalibInput
+from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import ArchSpec, arch_spec, gguf_tensor_name, permute_for_rope
 from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
@@ -24,10 +24,10 @@ from qconvert.hf.config import ModelConfig
 from qconvert.hf.dequantized import Checkpoint, open_checkpoint
 from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
 from qconvert.imatrix.file import ImportanceMatrix, read_imatrix, write_imatrix
+from qconvert.numeric import default_threads
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
 from qconvert.quant.importance import attach_importance, write_imatrix_metadata
-from qconvert.quant.kernels import default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from qconvert import __version__
-from qconvert.calib.options import CalibInput
+from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DecoderBlock
 from qconvert.errors import QConvertError
 from qconvert.gptq.config import GPTQConfig

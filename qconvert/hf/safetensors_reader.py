@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qconvert.errors import QConvertError
-from qconvert.quant.kernels import bf16_bits_to_f32
+from qconvert.numeric import bf16_bits_to_f32
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

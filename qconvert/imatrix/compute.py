@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from qconvert.calib.options import CalibInput
+from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import LAYER_TENSORS, DecoderBlock
 from qconvert.imatrix.file import ImatrixEntry, ImportanceMatrix
 from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise

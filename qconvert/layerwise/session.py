@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 
-from qconvert.calib.build import resolve_calibration
-from qconvert.calib.options import CalibInput
+from qconvert.calib.build import load_tokenizer, resolve_calibration
 from qconvert.calib.store import CalibrationSet
-from qconvert.calib.tokenize import load_tokenizer
+from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import ArchSpec, arch_spec
 from qconvert.errors import QConvertError
 from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json

@@ -16,10 +16,10 @@ from qconvert.errors import QConvertError
 from qconvert.gguf_read import GGUFHeader, read_gguf_header
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.imatrix.file import ImportanceMatrix, read_imatrix
+from qconvert.numeric import bf16_bits_to_f32, default_threads
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
 from qconvert.quant.importance import attach_importance, write_imatrix_metadata
-from qconvert.quant.kernels import bf16_bits_to_f32, default_threads
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
 _SOURCE_DTYPES = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16, GGMLQuantizationType.BF16: np.uint16}

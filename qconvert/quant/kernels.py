@@ -1,11 +1,10 @@
 """numpy-facing wrappers over the C block quantizers in qconvert._native."""
 
-import os
-
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from qconvert import _native
+from qconvert.numeric import default_threads
 
 
 def _check_block_table() -> None:
@@ -24,10 +23,6 @@ def _check_block_table() -> None:
 _check_block_table()
 BLOCK_TYPES = frozenset(GGMLQuantizationType(type_id) for type_id in _native.block_types())  # what the C quantizers make
 WEIGHTED_TYPES = BLOCK_TYPES - {GGMLQuantizationType.Q8_0}  # Q8_0 ignores importance weights, as in llama.cpp
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def block_info(qtype: GGMLQuantizationType) -> tuple[str, int, int]:
@@ -73,8 +68,3 @@ def fp32_to_fp16_bits(values: np.ndarray) -> np.ndarray:
     out = np.empty(values.shape, dtype=np.uint16)
     _native.fp32_to_fp16_into(values, out)
     return out
-
-
-def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) → float32, exactly: bf16 is the top half of an fp32."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)

@@ -1,7 +1,7 @@
 """Chat data goes through the model's own chat template, exactly as `apply_chat_template` does."""
 
 from qconvert.calib.build import build_calibration
-from qconvert.calib.options import SampleMode, SamplingOptions, SourceSpec
+from qconvert.calib.types import SampleMode, SamplingOptions, SourceSpec
 from tests.calib.conftest import CHAT_SAMPLE
 
 

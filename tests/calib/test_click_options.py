@@ -5,9 +5,9 @@ import torch
 from click.testing import CliRunner
 
 from qconvert.calib.build import build_calibration, resolve_calibration
-from qconvert.calib.click_options import calibration_options
-from qconvert.calib.options import CalibInput, SampleMode, SamplingOptions, SourceSpec
 from qconvert.calib.store import write_calibration
+from qconvert.calib.types import CalibInput, SampleMode, SamplingOptions, SourceSpec
+from qconvert.cli_options import calibration_options
 from qconvert.errors import QConvertError
 from tests.calib.conftest import CHAT_SAMPLE, EMMA
 

@@ -4,10 +4,8 @@ import logging
 
 from transformers import AutoTokenizer
 
-from qconvert.calib.build import build_calibration
-from qconvert.calib.default_set import BUNDLED_DIR, DEFAULT_SET, default_sources
-from qconvert.calib.options import SamplingOptions
-from qconvert.calib.sources import read_source
+from qconvert.calib.build import BUNDLED_DIR, DEFAULT_SET, build_calibration, default_sources, read_source
+from qconvert.calib.types import SamplingOptions
 from tests.calib.conftest import CALIBRATION
 
 

@@ -4,9 +4,8 @@ import logging
 
 import numpy as np
 
-from qconvert.calib import sampling
-from qconvert.calib.build import build_calibration
-from qconvert.calib.options import SampleMode, SamplingOptions, SourceSpec
+from qconvert.calib.build import build_calibration, concat_windows, make_rng, pick_unique_rows
+from qconvert.calib.types import SampleMode, SamplingOptions, SourceSpec
 from tests.calib.conftest import EMMA, write_jsonl
 
 
@@ -73,13 +72,13 @@ def test_asking_for_more_tokens_than_there_are_warns_with_the_count(tokenizer, t
 
 def test_pick_unique_rows_skips_duplicates_and_is_seeded():
     rows = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]], dtype=np.int64)
-    picked, dups = sampling.pick_unique_rows(rows, 5, sampling.make_rng(0))
+    picked, dups = pick_unique_rows(rows, 5, make_rng(0))
     assert sorted(map(tuple, picked.tolist())) == [(1, 2), (3, 4), (5, 6)] and dups == 2
-    again, _ = sampling.pick_unique_rows(rows, 5, sampling.make_rng(0))
+    again, _ = pick_unique_rows(rows, 5, make_rng(0))
     assert np.array_equal(picked, again)
 
 
 def test_concat_windows_drop_the_short_tail():
-    windows = sampling.concat_windows([[1, 2, 3], [4, 5], [6, 7, 8]], 3)
+    windows = concat_windows([[1, 2, 3], [4, 5], [6, 7, 8]], 3)
     assert windows.tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert sampling.concat_windows([[1]], 3).shape == (0, 3)
+    assert concat_windows([[1]], 3).shape == (0, 3)

@@ -1,12 +1,16 @@
 """Every kind of source builds a set of the requested count and length, through the library API."""
 
+import os
+import socket
+
 import datasets
 import pyarrow as pa
 import pytest
+from huggingface_hub import constants as hub_constants
 
 from qconvert.calib.build import build_calibration
-from qconvert.calib.hf_datasets import arrow_split
-from qconvert.calib.options import SampleMode, SamplingOptions, SourceFormat, SourceSpec
+from qconvert.calib.datasets import OFFLINE_VARIABLES, arrow_split
+from qconvert.calib.types import SampleMode, SamplingOptions, SourceFormat, SourceSpec
 from tests.calib.conftest import CALIBRATION, EMMA, write_jsonl
 
 N, SEQLEN = 12, 64
@@ -76,7 +80,6 @@ def test_parquet(tokenizer, tmp_path, paragraphs):
         calib = _build(tokenizer, tmp_path / "docs.parquet", options)
         _check(calib)
     assert calib.manifest.sources[0].format == "parquet"
-    assert datasets.config.HF_HUB_OFFLINE  # qconvert switched datasets to offline before loading
 
 
 def test_parquet_with_chat_messages(tokenizer, tmp_path, chats):
@@ -84,6 +87,44 @@ def test_parquet_with_chat_messages(tokenizer, tmp_path, chats):
     calib = _build(tokenizer, tmp_path / "chat.parquet", SAMPLES)
     _check(calib)
     assert calib.manifest.sources[0].kind == "chat"
+
+
+def _offline_state() -> tuple:
+    return (
+        tuple(os.environ.get(name) for name in OFFLINE_VARIABLES),
+        datasets.config.HF_HUB_OFFLINE,
+        datasets.config.HF_DATASETS_OFFLINE,
+        hub_constants.is_offline_mode(),
+    )
+
+
+@pytest.mark.parametrize(("suffix", "before"), [("parquet", None), ("json", "0"), ("parquet", "1")], ids=["parquet-unset", "json-online", "parquet-offline"])
+def test_a_datasets_source_is_read_offline_and_the_process_left_as_it_was(tokenizer, tmp_path, paragraphs, monkeypatch, suffix, before):
+    """Offline mode holds for the read only: the variables and the libraries' constants are back to
+    what they were afterwards, whatever they were; and the read needs no network at all."""
+    path = tmp_path / f"docs.{suffix}"
+    getattr(_dataset(paragraphs), f"to_{suffix}")(str(path))
+    for name in OFFLINE_VARIABLES:
+        if before is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, before)
+    state_before = _offline_state()
+    during = []
+    load_dataset = datasets.load_dataset
+
+    def spy(*args, **kwargs):
+        during.append(_offline_state())
+        return load_dataset(*args, **kwargs)
+
+    def no_network(self, *args, **kwargs):
+        raise AssertionError("reading a local source tried to connect")
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    _check(_build(tokenizer, path, SAMPLES))
+    assert during == [(("1", "1"), True, True, True)]
+    assert _offline_state() == state_before
 
 
 @pytest.mark.parametrize("lines", [False, True], ids=["json-array", "json-lines"])

@@ -10,10 +10,8 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from qconvert.calib.build import build_calibration
-from qconvert.calib.manifest import MANIFEST_KEY
-from qconvert.calib.options import SampleMode, SamplingOptions, SourceSpec
-from qconvert.calib.store import load_calibration, write_calibration
-from qconvert.calib.tokenize import tokenizer_sha256
+from qconvert.calib.store import load_calibration, tokenizer_sha256, write_calibration
+from qconvert.calib.types import MANIFEST_KEY, SampleMode, SamplingOptions, SourceSpec
 from qconvert.errors import QConvertError
 from tests.calib.conftest import CHAT_SAMPLE, EMMA
 from tests.conftest import FIXTURE

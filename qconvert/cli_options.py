@@ -1,4 +1,5 @@
-"""The calibration options, as click decorators that every calibrating command shares.
+"""Options that several commands share: the calibration options, as click decorators that every
+calibrating command uses.
 
 `source_options` adds --source/--format/--field/--split and the sampling options, and hands the
 command one `calib_request: CalibRequest`. `calibration_options` (for gptq, awq, imatrix, ...) adds
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from qconvert.calib.options import CalibInput, CalibRequest, SamplingOptions, SourceSpec, parse_format, parse_mode
+from qconvert.calib.types import CalibInput, CalibRequest, SamplingOptions, SourceSpec, parse_format, parse_mode
 from qconvert.errors import QConvertError
 
 _DEFAULTS = SamplingOptions()

@@ -1,5 +1,6 @@
-"""Reading calibration sources into documents: text files and folders, JSONL text and JSONL chat here;
-parquet, JSON, Arrow and dataset folders through `datasets` (hf_datasets.py).
+"""Reading calibration sources from local files into documents: text files and folders, JSONL text
+and JSONL chat. Parquet, JSON, Arrow and dataset folders are read through `datasets` (datasets.py,
+which builds on the types here); `build.read_source` picks the reader.
 
 A document is one text (a file, a record's text field) or one conversation (a record's messages).
 Every source also gets a content hash for the manifest: the sha256 of its bytes, or for a folder the
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qconvert.calib.chat import Messages, check_messages
-from qconvert.calib.options import DEFAULT_FIELD, ContentKind, SourceFormat, SourceSpec
+from qconvert.calib.types import DEFAULT_FIELD, ContentKind, SourceFormat, SourceSpec
 from qconvert.errors import QConvertError
 
 log = logging.getLogger(__name__)
+
+Messages = list[dict[str, Any]]
 
 TEXT_SUFFIXES = (".txt", ".md")
 FORMAT_BY_SUFFIX = {
@@ -49,6 +51,21 @@ class Source:
     sha256: str
     n_bytes: int
     documents: Sequence[Document]  # a list, or a lazy view of a dataset's rows; empty texts are dropped later
+
+
+def check_messages(value: Any, where: str) -> Messages:
+    """A record's `messages`: a non-empty list of {"role": str, "content": str, ...} objects."""
+    if not isinstance(value, list) or not value:
+        raise QConvertError("chat record's messages must be a non-empty list of {role, content} objects", where)
+    for i, message in enumerate(value, 1):
+        if not isinstance(message, dict):
+            raise QConvertError(f"chat message {i} is not an object", where, 'each message is {"role": ..., "content": ...}')
+        for key in ("role", "content"):
+            if key not in message or message[key] is None:
+                raise QConvertError(f"chat message {i} has no {key!r}", where, 'each message is {"role": ..., "content": ...}')
+            if not isinstance(message[key], str):
+                raise QConvertError(f"chat message {i} has a {key!r} that is not a string", where)
+    return value
 
 
 def sha256_file(path: Path) -> str:
@@ -178,7 +195,9 @@ def detect_format(path: Path) -> SourceFormat:
     return FORMAT_BY_SUFFIX[suffix]
 
 
-def read_source(spec: SourceSpec) -> Source:
+def source_format(spec: SourceSpec) -> SourceFormat:
+    """The format `spec` is read as (never AUTO), once its path is known to be there and of a kind
+    that format takes."""
     path = spec.path
     if not path.exists():
         raise QConvertError("no such file or folder", path)
@@ -187,11 +206,4 @@ def read_source(spec: SourceSpec) -> Source:
         raise QConvertError(f"a folder cannot be read as {fmt.value}", path, "give --format text or dataset, or a file")
     if fmt is SourceFormat.DATASET and not path.is_dir():
         raise QConvertError("--format dataset takes a folder (save_to_disk output or a datasets cache folder)", path)
-    if fmt is SourceFormat.TEXT:
-        return read_text_source(spec)
-    if fmt in (SourceFormat.JSONL, SourceFormat.CHAT):
-        # AUTO detection of a .jsonl file hands over JSONL; its first record decides text or chat.
-        return read_jsonl_source(spec, SourceFormat.AUTO if spec.format is SourceFormat.AUTO else fmt)
-    from qconvert.calib.hf_datasets import read_datasets_source
-
-    return read_datasets_source(spec, fmt)
+    return fmt

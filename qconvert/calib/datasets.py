@@ -1,5 +1,5 @@
 """Parquet, JSON and Arrow files and dataset folders, read with the `datasets` library from local
-paths only: offline mode is switched on before anything is loaded, so no download is ever tried.
+paths only: offline mode is on while a source is read, so no download is ever tried.
 
 Files are loaded through datasets' packaged builders into memory, with a throw-away cache folder,
 so nothing is left in ~/.cache. A `save_to_disk` folder is opened with `load_from_disk`; a datasets
@@ -17,25 +17,44 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from qconvert.calib.chat import check_messages
-from qconvert.calib.options import DEFAULT_FIELD, ContentKind, SourceFormat, SourceSpec
-from qconvert.calib.sources import Document, Source, folder_hash, sha256_file
+from qconvert.calib.readers import Document, Source, check_messages, folder_hash, sha256_file
+from qconvert.calib.types import DEFAULT_FIELD, ContentKind, SourceFormat, SourceSpec
 from qconvert.errors import QConvertError
 
 log = logging.getLogger(__name__)
 
 BUILDER = {SourceFormat.PARQUET: "parquet", SourceFormat.JSON: "json", SourceFormat.ARROW: "arrow"}
 DEFAULT_SPLIT = "train"
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
-def _datasets():
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import datasets
+@contextmanager
+def offline(datasets) -> Iterator[None]:
+    """The Hugging Face Hub off for the call, and the process as it was afterwards.
 
-    datasets.config.HF_HUB_OFFLINE = True  # read at call time; the variables above only at import
-    datasets.config.HF_DATASETS_OFFLINE = True
-    return datasets
+    `datasets` and `huggingface_hub` read the variables only when first imported, into constants
+    that they check at call time (datasets before any download, huggingface_hub's HTTP session
+    before any request, which it refuses while offline): so the constants are what is switched,
+    the variables too for anything that reads them meanwhile, and all are put back on the way out,
+    so the caller's own setting (and transformers') is left alone."""
+    from huggingface_hub import constants as hub_constants
+
+    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"), (hub_constants, "HF_HUB_OFFLINE")]
+    saved_flags = [getattr(module, name) for module, name in flags]
+    saved_env = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    try:
+        os.environ.update(dict.fromkeys(OFFLINE_VARIABLES, "1"))
+        for module, name in flags:
+            setattr(module, name, True)
+        yield
+    finally:
+        for (module, name), value in zip(flags, saved_flags):
+            setattr(module, name, value)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
@@ -162,7 +181,13 @@ class DatasetDocuments(Sequence):
 
 
 def read_datasets_source(spec: SourceSpec, fmt: SourceFormat) -> Source:
-    datasets = _datasets()
+    import datasets  # nothing online at import; the loads below run offline
+
+    with offline(datasets):
+        return _read(datasets, spec, fmt)
+
+
+def _read(datasets, spec: SourceSpec, fmt: SourceFormat) -> Source:
     path = spec.path
     if fmt is SourceFormat.DATASET:
         dataset = _load_folder(datasets, path, spec.split)

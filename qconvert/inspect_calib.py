@@ -7,8 +7,8 @@ Samples are decoded with the tokenizer the manifest names, when it is still ther
 import logging
 from pathlib import Path
 
-from qconvert.calib.store import CalibrationSet, read_calibration
-from qconvert.calib.tokenize import load_tokenizer, tokenizer_sha256
+from qconvert.calib.build import load_tokenizer
+from qconvert.calib.store import CalibrationSet, read_calibration, tokenizer_sha256
 from qconvert.errors import QConvertError
 
 log = logging.getLogger(__name__)

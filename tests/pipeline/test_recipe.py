@@ -1,0 +1,85 @@
+"""Bad recipes: each mistake is one error line naming the key, exit code 2, and nothing started
+(no run folder made)."""
+
+import pytest
+
+from tests.conftest import FIXTURE, run_cli
+
+GOOD = f"""
+[model]
+path = "{FIXTURE}"
+
+[gguf]
+types = ["q4_0"]
+"""
+
+MISTAKES = [
+    # (what is appended to or replaces the good recipe, what the error line must say)
+    ('[gguf]\ntypes = ["q4_0"]\n', "missing the [model] table"),
+    (GOOD + '[gptq]\ngrup_size = 64\n', "gptq[0]: unknown key 'grup_size' (did you mean 'group_size'?)"),
+    (GOOD + '[evaluation]\nctx = 128\n', "unknown key 'evaluation' (did you mean 'eval'?)"),
+    (GOOD + '[gptq]\nbits = "4"\n', "gptq[0].bits: must be an integer, not string '4'"),
+    (GOOD + '[eval]\nchunks = 2.5\n', "eval.chunks: must be an integer"),
+    (GOOD + '[awq]\nzero_point = "yes"\n', "awq.zero_point: must be true or false"),
+    (GOOD.replace('["q4_0"]', '["q4_z"]'), "gguf.types[0]: unknown type 'q4_z'"),
+    (GOOD.replace('["q4_0"]', '"q4_0"'), "gguf.types: must be a list of strings"),
+    (GOOD + '[gptq]\nbits = 5\n', "gptq[0].bits: unsupported bits 5"),
+    (GOOD + '[[gptq]]\nbits = 4\n[[gptq]]\ngroup_size = 100\n', "gptq[1].group_size: unsupported group size 100"),
+    (GOOD + '[awq]\nbits = 3\n', "awq.bits: AWQ GEMM checkpoints hold 4-bit weights"),
+    (GOOD.replace(str(FIXTURE), "/no/such/model"), "model.path: no Hugging Face model folder"),
+    (GOOD + '[eval]\ntext = "missing.txt"\n', "eval.text: no such file or folder"),
+    (GOOD + '[calibration]\nmode = "windows"\n', "calibration.mode: unknown mode 'windows'"),
+    (GOOD + '[run]\ndevice = "tpu"\n', "run.device: unknown device 'tpu'"),
+    (GOOD.replace('["q4_0"]', '["q4_0"]\nimatrix = "yes"'), 'gguf.imatrix: must be true, false or "both"'),
+    (GOOD + "[gptq\n", "not valid TOML"),
+    (GOOD.replace('["q4_0"]', '["q4_0", "Q4_0"]'), "gguf.types[1]: repeats gguf.types[0]"),
+    (GOOD + '[[gptq]]\nbits = 4\n[[gptq]]\ngroup_size = 128\n', "gptq[1]: repeats gptq[0]"),
+]
+
+
+@pytest.mark.parametrize("text, message", MISTAKES, ids=[m for _, m in MISTAKES])
+def test_bad_recipe_is_one_clear_error(tmp_path, text, message):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(text)
+    run_dir = tmp_path / "run"
+    result = run_cli("run", recipe, "-o", run_dir)
+    assert result.rc == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(recipe) in lines[0], result.stderr
+    assert not run_dir.exists()
+
+
+def test_missing_recipe_and_unknown_forced_stage(tmp_path):
+    result = run_cli("run", tmp_path / "none.toml")
+    assert result.rc == 2 and "no such recipe file" in result.stderr
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(GOOD)
+    result = run_cli("run", recipe, "-o", tmp_path / "run", "--force", "gptq-w4")
+    assert result.rc == 2 and "--force: no stage named 'gptq-w4'" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_report_of_a_folder_without_one(tmp_path):
+    result = run_cli("report", tmp_path)
+    assert result.rc == 2 and "no report in this folder" in result.stderr
+
+
+def test_shipped_recipes_load(tmp_path):
+    """The fixture's recipe loads as it is; the others need their model, and say so by key."""
+    from qconvert.errors import QConvertError
+    from qconvert.pipeline.plan import build_plan
+    from qconvert.pipeline.recipe import load_recipe
+    from tests.conftest import ROOT
+
+    recipes = sorted((ROOT / "recipes").glob("*.toml"))
+    assert len([r for r in recipes if not r.name.endswith(".gate.toml")]) >= 2
+    for recipe in recipes:
+        if recipe.name.endswith(".gate.toml"):
+            continue
+        try:
+            plan = build_plan(load_recipe(recipe))
+        except QConvertError as exc:
+            assert "model.path: no Hugging Face model folder" in str(exc), exc
+            (tmp_path / recipe.name).write_text(recipe.read_text().replace('path = "../models/', f'path = "{FIXTURE.parent}/').replace("Qwen2.5-0.5B-Instruct", FIXTURE.name))
+            plan = build_plan(load_recipe(tmp_path / recipe.name))
+        assert any(s.kind == "eval" for s in plan)
