@@ -3,6 +3,10 @@
 Callers describe each output tensor (name, shape, output type) and how to read any range of its
 rows as float values; the header, metadata and tensor table are written first (their sizes are
 known from the shapes), then each tensor's data, slab by slab: read → encode → append.
+
+A 3-D tensor is a stack of matrices (llama.cpp's MoE experts, numpy shape (n_expert, rows,
+row_len)), written as n_expert × rows rows; its importance weights may give each matrix its own
+row of weights, as llama-quantize hands each expert its own slice of the imatrix entry.
 """
 
 from collections.abc import Callable
@@ -25,7 +29,9 @@ class TensorSource:
     shape: tuple[int, ...]  # numpy (row-major) shape; the last axis is the row
     out_type: GGMLQuantizationType
     read_rows: Callable[[int, int], np.ndarray]  # rows [start, end) as float16/float32, (end-start, row_len)
-    importance: np.ndarray | None = None  # per-column weights (row_len,) for the imatrix-weighted quantizers
+    # per-column weights for the imatrix-weighted quantizers: (row_len,) for every row, or
+    # (n_mat * row_len,) for a 3-D tensor, matrix (expert) i's rows weighted by the i-th row_len values
+    importance: np.ndarray | None = None
 
     @property
     def row_len(self) -> int:
@@ -39,6 +45,21 @@ class TensorSource:
     def row_bytes(self) -> int:
         block, nbytes = GGML_QUANT_SIZES[self.out_type]
         return self.row_len // block * nbytes
+
+    @property
+    def n_mat(self) -> int:
+        """Matrices stacked in the tensor: the experts of a 3-D tensor, else 1."""
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+    def importance_runs(self, start: int, end: int) -> list[tuple[int, int, np.ndarray | None]]:
+        """Rows [start, end) cut where the importance weights change (at matrix boundaries), each
+        run with its weights: llama-quantize's chunks never cross an expert either."""
+        if self.importance is None or self.importance.size == self.row_len:
+            return [(start, end, self.importance)]
+        per_mat = self.importance.reshape(-1, self.row_len)
+        rows = self.n_rows // len(per_mat)
+        cuts = [start, *range((start // rows + 1) * rows, end, rows), end]
+        return [(a, b, per_mat[a // rows]) for a, b in zip(cuts, cuts[1:])]
 
 
 def encode_rows(values: np.ndarray, out_type: GGMLQuantizationType, threads: int, importance: np.ndarray | None = None) -> np.ndarray:
@@ -73,16 +94,18 @@ def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
     for start in range(0, t.n_rows, step):
         end = min(start + step, t.n_rows)
         values = t.read_rows(start, end)
-        try:
-            encoded = encode_rows(values, t.out_type, threads, t.importance)
-        except FloatingPointError:
-            row, col = np.argwhere(~np.isfinite(values))[0]
-            raise QConvertError(
-                f"tensor {t.name} has a NaN or Inf at row {start + row}, column {col}", "weights", "the checkpoint is damaged; fix or re-export it"
-            ) from None
-        if t.importance is not None and t.out_type in kernels.WEIGHTED_TYPES:
-            _check_finite(encoded, t, start)
-        encoded.tofile(fout)
+        for a, b, importance in t.importance_runs(start, end):
+            run = values[a - start : b - start]
+            try:
+                encoded = encode_rows(run, t.out_type, threads, importance)
+            except FloatingPointError:
+                row, col = np.argwhere(~np.isfinite(run))[0]
+                raise QConvertError(
+                    f"tensor {t.name} has a NaN or Inf at row {a + row}, column {col}", "weights", "the checkpoint is damaged; fix or re-export it"
+                ) from None
+            if importance is not None and t.out_type in kernels.WEIGHTED_TYPES:
+                _check_finite(encoded, t, a)
+            encoded.tofile(fout)
         bar.update((end - start) * t.row_len)
     w.write_padding(fout, t.n_rows * t.row_bytes)
 

@@ -39,10 +39,10 @@ def describe_gguf(path: Path) -> list[str]:
         if name.startswith("GGUF."):
             continue
         lines.append(f"  {name} = {_field_value(field)}")
-    lines += ["", f"tensors ({len(reader.tensors)}):", f"  {'name':<28} {'shape':<16} {'type':<6} {'bytes':>12}"]
+    lines += ["", f"tensors ({len(reader.tensors)}):", f"  {'name':<32} {'shape':<16} {'type':<6} {'bytes':>12}"]
     for t in reader.tensors:
-        shape = "x".join(str(int(d)) for d in t.shape)  # GGUF order: ne0 (row length) first
-        lines.append(f"  {t.name:<28} {shape:<16} {t.tensor_type.name:<6} {int(t.n_bytes):>12,}")
+        shape = "x".join(str(int(d)) for d in t.shape)  # GGUF order: ne0 (row length) first; a third: the experts
+        lines.append(f"  {t.name:<32} {shape:<16} {t.tensor_type.name:<6} {int(t.n_bytes):>12,}")
     return lines
 
 
@@ -51,6 +51,13 @@ def _quantization(qc: dict | None) -> list[str]:
         return []
     fields = ", ".join(f"{k} {qc[k]}" for k in ("bits", "group_size", "sym", "desc_act", "zero_point") if k in qc)
     return [f"  quantization: {qc.get('quant_method')} ({qc.get('checkpoint_format', qc.get('version', '?'))}): {fields}"]
+
+
+def _experts(config: ModelConfig) -> list[str]:
+    if not config.n_experts:
+        return []
+    shared = f", shared expert intermediate {config.shared_expert_intermediate_size}" if config.shared_expert_intermediate_size else ""
+    return [f"  experts: {config.n_experts} per layer, {config.n_experts_used} used per token, expert intermediate {config.expert_intermediate_size}{shared}"]
 
 
 def describe_hf(model_dir: Path) -> list[str]:
@@ -63,6 +70,7 @@ def describe_hf(model_dir: Path) -> list[str]:
         f"  architecture: {config.architecture}",
         f"  layers {config.num_layers}, hidden {config.hidden_size}, intermediate {config.intermediate_size}, "
         f"heads {config.num_heads} (kv {config.num_kv_heads}, head_dim {config.head_dim}), vocab {config.vocab_size}",
+        *_experts(config),
         f"  tied embeddings: {config.tie_word_embeddings}",
         f"  tensors: {len(ckpt.entries)}, parameters: {n_params:,}, dtypes: {dict(dtypes)}",
         *_quantization(config.raw.get("quantization_config")),

@@ -11,6 +11,7 @@ import torch
 from qconvert.errors import QConvertError
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.dequantized import open_checkpoint
+from qconvert.layerwise.experts import fused_expert_tensors
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32):
@@ -33,6 +34,7 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32):
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
     names = model.state_dict().keys()
     state = {name: torch.from_numpy(ckpt.load(name)).to(dtype) for name in names if name in ckpt.entries}
+    state |= fused_expert_tensors(model, lambda name: torch.from_numpy(ckpt.load(name)).to(dtype))  # MoE: per-expert tensors
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied:

@@ -27,7 +27,7 @@ from qconvert.errors import QConvertError
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import Group, LayerCalls, real_tokens
-from qconvert.layerwise.session import RunOptions, Session, linear_shapes, open_session
+from qconvert.layerwise.session import RunOptions, Session, decoder_block, linear_shapes, open_session
 from qconvert.outputs import check_output_path
 from qconvert.quant.file_types import FileType
 from qconvert.quant.tensor_types import ModelShape
@@ -65,31 +65,41 @@ class AWQAlgorithm:
 
     def __init__(self, config: AWQConfig, writer: ShardWriter, block: DecoderBlock, ckpt: SafetensorsCheckpoint, trial: GridTrial | GGUFTrial):
         self.config, self.writer, self.block, self.ckpt, self.trial = config, writer, block, ckpt, trial
-        self.inputs: dict[frozenset, list[torch.Tensor]] = {}  # per input group: (b, seq, in) per batch
+        # per input group (or scaling group's inspected module): (x (b, seq, in), real-token mask) per batch seen
+        self.inputs: dict[frozenset, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.weights: dict[str, torch.Tensor] = {}  # the layer's tensors in float32, scaled and clipped
 
     def stages(self, block: DecoderBlock) -> list[list[Group]]:
-        return [list(block.sequential)]
+        # A scaling group whose linears read different tokens (every expert's gate/up) is searched on
+        # the input of the module it inspects (the MoE block): observe that too.
+        groups = list(block.groups)
+        known = {frozenset(g) for g in groups}
+        return [groups + [(g.inspect,) for g in block.scaling_groups if frozenset(g.linears) not in known]]
 
     def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
-        self.inputs.setdefault(frozenset(group), []).append(x)
+        self.inputs.setdefault(frozenset(group), []).append((x, mask))
+
+    def _observed(self, group: ScalingGroup) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.inputs.get(frozenset(group.linears)) or self.inputs.get(frozenset((group.inspect,)), [])
 
     def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
         prefix = f"{self.block.layers_path}.{layer_index}"
         device = next(layer.parameters()).device
         self.weights = {name: torch.from_numpy(self.ckpt.load(f"{prefix}.{name}")).to(device, torch.float32) for name in layer.state_dict()}
-        groups = [g for g in self.block.scaling if self._applies(g)]
+        # An expert no calibration token reached keeps its weights unscaled (and unclipped).
+        groups = [g for g in self.block.scaling_groups if self._applies(g) and self._observed(g)]
         found = [self._search_scales(layer_index, layer, g, calls) for g in groups]  # all against the original weights
-        applied: dict[frozenset, torch.Tensor] = {}
+        scale_of: dict[str, torch.Tensor] = {}
         for group, s in zip(groups, found):
             self._fold(group, s)
-            applied[frozenset(group.linears)] = s
+            scale_of |= dict.fromkeys(group.linears, s)
         if self.config.clip:
-            for key, batches in self.inputs.items():
-                clipped = [name for name in sorted(key) if name not in self.block.no_clip]
+            linears = set(self.block.linears)
+            for key, observed in self.inputs.items():
+                clipped = [name for name in sorted(key) if name in linears and name not in self.block.no_clip]
                 if clipped:
-                    x = self._clip_sample(batches, calls)
-                    x = x / applied[key] if key in applied else x
+                    x = self._clip_sample(observed)
+                    x = x / scale_of[clipped[0]] if clipped[0] in scale_of else x
                     for name in clipped:
                         self._clip(name, x)
         self.inputs = {}
@@ -100,7 +110,8 @@ class AWQAlgorithm:
 
     def _search_scales(self, layer_index: int, layer: nn.Module, group: ScalingGroup, calls: LayerCalls) -> torch.Tensor:
         cfg = self.config
-        batches, masks = self.inputs[frozenset(group.linears)], calls.token_mask
+        observed = self._observed(group)
+        batches, masks = [x for x, _ in observed], [m for _, m in observed]
         tokens = sum(int(m.sum()) for m in masks)
         x_mean = sum(real_tokens(x, m).abs().float().sum(0) for x, m in zip(batches, masks)) / tokens
         w_mean = weight_magnitude([self.weights[f"{n}.weight"] for n in group.linears], cfg.group_size) if cfg.duo_scaling else None
@@ -115,7 +126,7 @@ class AWQAlgorithm:
         if isinstance(module, nn.Linear):
             loss = self._linear_loss(group.linears[0], batches, masks, trial)
         else:
-            kwargs = calls.kwargs if _takes_layer_kwargs(module) else [{}] * len(calls.kwargs)
+            kwargs = calls.kwargs if _takes_layer_kwargs(module) else [{}] * len(batches)
             loss = self._module_loss(module, linears, group.linears, batches, masks, [kwargs[b] for b in picked], trial)
         originals = [linear.weight.data for linear in linears]
         try:
@@ -179,9 +190,9 @@ class AWQAlgorithm:
         for name in group.linears:
             self.weights[f"{name}.weight"] = self.weights[f"{name}.weight"] * s
 
-    def _clip_sample(self, batches: list[torch.Tensor], calls: LayerCalls) -> torch.Tensor:
+    def _clip_sample(self, observed: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """About clip_tokens calibration tokens at an even stride (AutoAWQ's subsampling)."""
-        x = torch.cat([real_tokens(b, m) for b, m in zip(batches, calls.token_mask)])
+        x = torch.cat([real_tokens(b, m) for b, m in observed])
         return x[:: max(1, x.shape[0] // self.config.clip_tokens)].float()
 
     def _clip(self, name: str, x: torch.Tensor) -> None:
@@ -230,7 +241,7 @@ def _trial(config: AWQConfig, session: Session) -> GridTrial | GGUFTrial:
         return GridTrial(config.bits, config.group_size, config.zero_point)
     m = session.model
     tied = "lm_head.weight" not in session.ckpt.entries
-    return GGUFTrial(config.gguf_type, ModelShape(session.spec.gguf_arch, m.num_layers, m.num_heads, m.num_kv_heads, tied))
+    return GGUFTrial(config.gguf_type, ModelShape(session.spec.gguf_arch, m.num_layers, m.num_heads, m.num_kv_heads, tied, m.n_experts or 0))
 
 
 def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config: AWQConfig, options: RunOptions = RunOptions()) -> Path:
@@ -241,7 +252,7 @@ def quantize_awq(model_dir: Path, out_dir: Path, calib_input: CalibInput, config
     calib = session.calibration(calib_input, "AWQ", options.progress)
 
     def algorithm_for(writer: ShardWriter) -> AWQAlgorithm:
-        return AWQAlgorithm(config, writer, session.spec.block, session.ckpt, _trial(config, session))
+        return AWQAlgorithm(config, writer, session.block, session.ckpt, _trial(config, session))
 
     session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "awq", None if config.export_compatible else quantization_config(config))
     log.info("wrote %s", out_dir)
@@ -258,6 +269,6 @@ def gguf_search_grid(model_dir: Path, gguf_type: str) -> tuple[FileType, int, in
 
     file_type = parse_file_type(gguf_type, "--gguf-type")
     model = ModelConfig.from_dir(Path(model_dir))
-    block = arch_spec(model.architecture, Path(model_dir) / "config.json").block
+    block = decoder_block(arch_spec(model.architecture, Path(model_dir) / "config.json"), model, Path(model_dir) / "config.json")
     ckpt = SafetensorsCheckpoint.open(Path(model_dir))
     return (file_type, *gguf_grid(file_type, [ckpt.entries[f"{block.layers_path}.0.{name}.weight"].shape[1] for name in block.linears]))

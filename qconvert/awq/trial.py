@@ -11,7 +11,7 @@ import torch
 from gguf import GGMLQuantizationType as T
 
 from qconvert.awq.grid import fake_quantize
-from qconvert.convert.arch import LAYER_TENSORS
+from qconvert.convert.arch import layer_tensor
 from qconvert.quant import kernels
 from qconvert.quant.file_types import FileType
 from qconvert.quant.tensor_types import ModelShape, tensor_type
@@ -30,8 +30,9 @@ class GGUFTrial:
         self.file_type, self.model = file_type, model
 
     def qtype(self, layer_index: int, name: str, shape: tuple[int, int]) -> T:
-        gguf_name = f"blk.{layer_index}.{LAYER_TENSORS[f'{name}.weight']}"
-        return tensor_type(gguf_name, shape, T.F16, self.file_type, self.model)
+        tensor, expert = layer_tensor(name)
+        stored = shape if expert is None else (self.model.n_expert, *shape)  # one matrix of the stacked experts
+        return tensor_type(f"blk.{layer_index}.{tensor}", stored, T.F16, self.file_type, self.model)
 
     def __call__(self, layer_index: int, name: str, w: torch.Tensor) -> torch.Tensor:
         rows = w.half().cpu().numpy()  # the export stores fp16, and the GGUF quantizer reads that

@@ -4,6 +4,10 @@ Every tensor is first planned from the safetensors headers alone (GGUF name, sha
 llama-quantize's rules), so the GGUF header and tensor table are written before any data; then
 each tensor is read in row slabs, converted or quantized, and appended. Peak memory is a slab, not
 the model, and no intermediate f16 file is written.
+
+An MoE model's routed experts become llama.cpp's stacked 3-D tensors (blk.N.ffn_{gate,up,down}_exps)
+without being stacked in memory: each is planned as a list of row ranges of checkpoint tensors, one
+per expert, and its slabs are read expert by expert.
 """
 
 import logging
@@ -16,13 +20,25 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
 from qconvert.calib.types import CalibInput
-from qconvert.convert.arch import ArchSpec, arch_spec, gguf_tensor_name, permute_for_rope
-from qconvert.convert.rope import llama3_rope_factors, rope_kind, write_rope_scaling
+from qconvert.convert.arch import (
+    DENSE_FFN,
+    EXPERT_TENSORS,
+    F32_TENSORS,
+    FUSED_GATE_UP,
+    MOE_ONLY,
+    ArchSpec,
+    ExpertTensor,
+    arch_spec,
+    expert_tensor,
+    gguf_tensor_name,
+    permute_for_rope,
+)
+from qconvert.convert.rope import check_rope_scaling, llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.dequantized import Checkpoint, open_checkpoint
-from qconvert.hf.tokenizer import GGUFVocab, load_gguf_vocab
+from qconvert.hf.tokenizer import load_gguf_vocab, write_vocab
 from qconvert.imatrix.file import ImportanceMatrix, read_imatrix, write_imatrix
 from qconvert.numeric import default_threads
 from qconvert.outputs import atomic_output, check_output_path
@@ -31,7 +47,6 @@ from qconvert.quant.importance import attach_importance, write_imatrix_metadata
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -48,8 +63,8 @@ class ConvertOptions:
 
 
 def _keeps_f32(gguf_name: str, shape: tuple[int, ...]) -> bool:
-    """Norms, biases and other 1-D tensors stay F32, as llama.cpp expects."""
-    return len(shape) <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight")
+    """Norms, biases, other 1-D tensors and MoE routers stay F32, as llama.cpp expects."""
+    return len(shape) <= 1 or gguf_name.endswith(("_norm.weight", *F32_TENSORS)) or not gguf_name.endswith(".weight")
 
 
 def _sort_key(gguf_name: str) -> tuple:
@@ -74,14 +89,115 @@ def _row_reader(ckpt: Checkpoint, hf_name: str, shape: tuple[int, ...], heads: i
     return partial(ckpt.read_rows, hf_name, row_order=order)
 
 
-def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> dict[str, str]:
-    """GGUF name → HF name of every checkpoint tensor that goes into the file."""
-    names = {}
+@dataclass(frozen=True)
+class _Rows:
+    """Rows [start, start + count) of checkpoint tensor `hf_name` seen as (rows, row_len): one expert's matrix."""
+
+    hf_name: str
+    start: int
+    count: int
+
+
+@dataclass(frozen=True)
+class _Stack:
+    """A stacked expert tensor, numpy shape (n_expert, rows, row_len): expert e's matrix is parts[e]."""
+
+    shape: tuple[int, int, int]
+    parts: tuple[_Rows, ...]
+
+
+def _read_stacked(ckpt: Checkpoint, parts: tuple[_Rows, ...], start: int, end: int) -> np.ndarray:
+    """Rows [start, end) of a stack of equally tall matrices: each expert's rows read from its own tensor."""
+    rows = parts[0].count
+    pieces = []
+    for e in range(start // rows, (end - 1) // rows + 1):
+        lo, hi = max(start - e * rows, 0), min(end - e * rows, rows)
+        pieces.append(ckpt.read_rows(parts[e].hf_name, parts[e].start + lo, parts[e].start + hi))
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _expert_stacks(ckpt: Checkpoint, config: ModelConfig, found: dict[str, ExpertTensor]) -> dict[str, _Stack]:
+    """GGUF name → stack of every routed-expert tensor, from one checkpoint tensor per expert or from
+    fused 3-D ones (gate_up_proj split into its gate and up halves of each expert, as
+    convert_hf_to_gguf.py does)."""
+    n = config.n_experts
+    if not n:
+        raise QConvertError("the checkpoint has routed experts but config.json gives no expert count", "config.json", "add num_experts")
+    stacks: dict[str, _Stack] = {}
+
+    def add(layer: int, proj: str, shape: tuple[int, int, int], parts: list[_Rows]) -> None:
+        name = f"blk.{layer}.{EXPERT_TENSORS[proj]}"
+        if name in stacks:
+            raise QConvertError(f"layer {layer} has its experts' {proj} twice (per expert and fused)", "checkpoint")
+        stacks[name] = _Stack(shape, tuple(parts))
+
+    per_expert: dict[tuple[int, str], dict[int, str]] = {}
+    for hf_name, t in found.items():
+        if t.expert is not None:
+            per_expert.setdefault((t.layer, t.proj), {})[t.expert] = hf_name
+            continue
+        shape = ckpt.entries[hf_name].shape
+        if len(shape) != 3 or shape[0] != n or (t.proj == FUSED_GATE_UP and shape[1] % 2):
+            raise QConvertError(f"fused expert tensor {hf_name} has shape {shape}", "checkpoint", f"expected ({n} experts, rows, columns), gate_up_proj with an even row count")
+        _, rows, cols = shape
+        if t.proj == FUSED_GATE_UP:  # each expert's rows: gate's, then up's
+            half = rows // 2
+            add(t.layer, "gate_proj", (n, half, cols), [_Rows(hf_name, e * rows, half) for e in range(n)])
+            add(t.layer, "up_proj", (n, half, cols), [_Rows(hf_name, e * rows + half, half) for e in range(n)])
+        else:
+            add(t.layer, t.proj, (n, rows, cols), [_Rows(hf_name, e * rows, rows) for e in range(n)])
+    for (layer, proj), experts in sorted(per_expert.items()):
+        if sorted(experts) != list(range(n)):
+            raise QConvertError(
+                f"layer {layer} has {proj} for experts {_ranges(sorted(experts))}, config.json says {n} experts (0-{n - 1})", "checkpoint", "is the checkpoint complete?"
+            )
+        shapes = {ckpt.entries[experts[e]].shape for e in range(n)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise QConvertError(f"layer {layer}'s experts have {proj} of shapes {sorted(shapes)}", "checkpoint", "every expert's matrix must have one 2-D shape")
+        rows, cols = shapes.pop()
+        add(layer, proj, (n, rows, cols), [_Rows(experts[e], 0, rows) for e in range(n)])
+    return stacks
+
+
+def _ranges(values: list[int]) -> str:
+    return ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+
+
+def _check_moe_layout(names: set[str], spec: ArchSpec, config: ModelConfig) -> None:
+    """Every layer of an MoE architecture has a router and the three stacked expert tensors (llama.cpp
+    loads no dense MLP there); a dense architecture has none of them."""
+    moe_names = sorted(n for n in names if n.endswith((*MOE_ONLY, *EXPERT_TENSORS.values())))
+    if spec.moe is None:
+        if moe_names:
+            raise QConvertError(f"a {spec.gguf_arch} model with mixture-of-experts tensor {moe_names[0]}", "checkpoint", "does config.json name the right architecture?")
+        return
+    dense = sorted(n for n in names if n.endswith(DENSE_FFN))
+    if dense:
+        raise QConvertError(
+            f"{dense[0]}: this {spec.gguf_arch} model has layers with a dense MLP (mlp_only_layers / decoder_sparse_step)", "checkpoint", f"llama.cpp's {spec.gguf_arch} wants experts in every layer"
+        )
+    shared = [n for n in moe_names if "_shexp." in n]
+    if shared and not spec.moe.shared_expert:
+        raise QConvertError(f"{shared[0]}: llama.cpp's {spec.gguf_arch} has no shared expert", "checkpoint", "does config.json name the right architecture?")
+    for layer in range(config.num_layers):
+        for tensor in ("ffn_gate_inp.weight", *EXPERT_TENSORS.values()):
+            if f"blk.{layer}.{tensor}" not in names:
+                raise QConvertError(f"layer {layer} lacks its experts' {tensor.split('.')[0]} tensor", "checkpoint", "is the checkpoint complete?")
+
+
+def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> tuple[dict[str, str], dict[str, _Stack]]:
+    """GGUF name → HF name of every checkpoint tensor that goes into the file as it is, and GGUF
+    name → stack of the routed experts (for an MoE model)."""
+    names, experts = {}, {}
     for hf_name in ckpt.entries:
+        if (expert := expert_tensor(hf_name)) is not None:
+            experts[hf_name] = expert
+            continue
         name = gguf_tensor_name(hf_name)
         if name is None or (name == "output.weight" and config.tie_word_embeddings):
             continue  # tied: llama.cpp reuses token_embd as the output matrix
         names[name] = hf_name
+    stacks = _expert_stacks(ckpt, config, experts) if experts else {}
     if "token_embd.weight" not in names:
         raise QConvertError("checkpoint has no model.embed_tokens.weight", "checkpoint", "is this a causal LM checkpoint?")
     embd = ckpt.entries[names["token_embd.weight"]].shape
@@ -90,21 +206,27 @@ def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> dict[str, str]:
             f"embedding shape {embd} does not match config.json (vocab_size {config.vocab_size}, hidden_size {config.hidden_size})",
             "checkpoint",
         )
-    return names
+    return names, stacks
 
 
 def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType, has_imatrix: bool = False) -> list[TensorSource]:
-    names = _named_tensors(ckpt, config)
-    model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names)
+    names, stacks = _named_tensors(ckpt, config)
+    _check_moe_layout(set(names) | set(stacks), spec, config)
+    model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names, config.n_experts or 0)
     weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16
+    sources = {name: (ckpt.entries[hf_name].shape, hf_name) for name, hf_name in names.items()}
+    sources.update({name: (stack.shape, stack) for name, stack in stacks.items()})
     plan = []
-    for name, hf_name in names.items():
-        shape = ckpt.entries[hf_name].shape
+    for name, (shape, source) in sources.items():
         # What convert_hf_to_gguf.py would store, then what llama-quantize makes of it.
         stored = GGMLQuantizationType.F32 if _keeps_f32(name, shape) else weight_type
         out_type = tensor_type(name, shape, stored, file_type, model, has_imatrix)
-        heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0) if spec.permute_qk else 0
-        plan.append(TensorSource(name, shape, out_type, _row_reader(ckpt, hf_name, shape, heads)))
+        if isinstance(source, _Stack):
+            read_rows = partial(_read_stacked, ckpt, source.parts)
+        else:
+            heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0) if spec.permute_qk else 0
+            read_rows = _row_reader(ckpt, source, shape, heads)
+        plan.append(TensorSource(name, shape, out_type, read_rows))
     if config.rope_scaling and rope_kind(config.rope_scaling) == "llama3":
         factors = llama3_rope_factors(config.rope_scaling, config.head_dim, config.rope_theta)
         plan.append(TensorSource("rope_freqs.weight", factors.shape, GGMLQuantizationType.F32, partial(_constant_rows, factors)))
@@ -131,23 +253,18 @@ def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, file_type
         w.add_rope_dimension_count(config.head_dim)
     if config.rope_scaling:
         write_rope_scaling(w, config.rope_scaling)
+    # convert_hf_to_gguf.py writes the expert counts for any architecture whose config gives them,
+    # the experts' widths for the MoE ones.
+    if config.n_experts is not None:
+        w.add_expert_count(config.n_experts)
+    if config.n_experts_used is not None:
+        w.add_expert_used_count(config.n_experts_used)
+    if spec.moe is not None and config.expert_intermediate_size is not None:
+        w.add_expert_feed_forward_length(config.expert_intermediate_size)
+    if spec.moe is not None and config.shared_expert_intermediate_size is not None:
+        w.add_expert_shared_feed_forward_length(config.shared_expert_intermediate_size)
     w.add_file_type(FILE_TYPES[file_type].ftype)
     w.add_quantization_version(QUANTIZATION_VERSION)
-
-
-def _write_vocab(w: GGUFWriter, vocab: GGUFVocab) -> None:
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(vocab.pre)
-    w.add_token_list(vocab.tokens)
-    w.add_token_types(vocab.token_types)
-    w.add_token_merges(vocab.merges)
-    setters = {"bos": w.add_bos_token_id, "eos": w.add_eos_token_id, "unk": w.add_unk_token_id, "pad": w.add_pad_token_id}
-    for key, token_id in vocab.special_ids.items():
-        setters[key](token_id)
-    w.add_add_bos_token(vocab.add_bos)
-    w.add_add_eos_token(vocab.add_eos)
-    if vocab.chat_template:
-        w.add_chat_template(vocab.chat_template)
 
 
 def _check_importance_options(options: ConvertOptions) -> None:
@@ -179,6 +296,18 @@ def _importance(model_dir: Path, options: ConvertOptions) -> tuple[ImportanceMat
     return matrix, model_dir
 
 
+def _warn_routing(config: ModelConfig, spec: ArchSpec) -> None:
+    """llama.cpp's graph fixes whether the chosen experts' weights are renormalized; a config that
+    says otherwise converts (as convert_hf_to_gguf.py converts it) but will not compute the same."""
+    if spec.moe is None or "norm_topk_prob" not in config.raw:
+        return
+    if bool(config.raw["norm_topk_prob"]) != spec.moe.renormalizes_top_k:
+        log.warning(
+            "config.json says norm_topk_prob=%s, but llama.cpp's %s always %s the chosen experts' weights: its outputs will differ from transformers'",
+            config.raw["norm_topk_prob"], spec.gguf_arch, "renormalizes" if spec.moe.renormalizes_top_k else "keeps",
+        )
+
+
 def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions = ConvertOptions()) -> Path:
     """Convert the HF checkpoint in `model_dir` to the GGUF file `out_path`; returns `out_path`."""
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -186,6 +315,9 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions 
     _check_importance_options(options)
     config = ModelConfig.from_dir(model_dir)
     spec = arch_spec(config.architecture, model_dir / "config.json")
+    if config.rope_scaling:
+        check_rope_scaling(config.rope_scaling, spec.gguf_arch)
+    _warn_routing(config, spec)
     vocab = load_gguf_vocab(model_dir, config.vocab_size, config.raw)
     ckpt = open_checkpoint(model_dir, config.raw)  # a GPTQ checkpoint is read as the dense weights it encodes
     imatrix, where = _importance(model_dir, options)
@@ -195,7 +327,7 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions 
 
     def add_metadata(w: GGUFWriter) -> None:
         _write_hparams(w, config, spec, options.file_type, model_dir.name)
-        _write_vocab(w, vocab)
+        write_vocab(w, vocab, spec.gguf_arch)
         if imatrix is not None:
             write_imatrix_metadata(w, imatrix, str(options.imatrix or options.imatrix_out or "computed in-line from the calibration set"))
 

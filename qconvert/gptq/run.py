@@ -19,7 +19,7 @@ from qconvert.errors import QConvertError
 from qconvert.gptq.config import GPTQConfig
 from qconvert.gptq.hessian import Hessian
 from qconvert.gptq.packing import PACK, pack_linear
-from qconvert.gptq.solve import gptq_quantize
+from qconvert.gptq.solve import gptq_quantize, round_to_nearest
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
 from qconvert.layerwise.driver import Group, LayerCalls, real_tokens
@@ -58,8 +58,8 @@ class GPTQAlgorithm:
 
     def stages(self, block: DecoderBlock) -> list[list[Group]]:
         if self.config.true_sequential:
-            return [[group] for group in block.sequential]
-        return [list(block.sequential)]
+            return [list(stage) for stage in block.stages]
+        return [list(block.groups)]
 
     def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
         if group not in self.hessians:
@@ -71,13 +71,18 @@ class GPTQAlgorithm:
             self._solve(layer_index, layer, group)
 
     def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
-        hessian = self.hessians.pop(group).matrix()
+        observed = self.hessians.pop(group, None)
         linears = [layer.get_submodule(name) for name in group]
         prefix = f"{self.block.layers_path}.{layer_index}"
         # the checkpoint's own weights, whatever precision the layer runs in: (sum of out, in)
         stacked = torch.cat([torch.from_numpy(self.ckpt.load(f"{prefix}.{name}.weight")) for name in group]).to(self.device, torch.float32)
         where = f"layer {layer_index} {'+'.join(name.rsplit('.', 1)[-1] for name in group)}"
-        result = gptq_quantize(stacked, hessian, self.config, where)
+        if observed is None or not observed.tokens:
+            # An expert no calibration token was routed to: round-to-nearest on the same grid, as
+            # GPTQModel falls back to for such experts.
+            result = round_to_nearest(stacked, self.config)
+        else:
+            result = gptq_quantize(stacked, observed.matrix(), self.config, where)
         start = 0
         for name, linear in zip(group, linears):
             part = result.rows(start, start + linear.out_features)
@@ -116,7 +121,7 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
     calib = session.calibration(calib_input, "GPTQ", options.progress)
 
     def algorithm_for(writer: ShardWriter) -> GPTQAlgorithm:
-        return GPTQAlgorithm(config, writer, session.spec.block, session.ckpt, session.device)
+        return GPTQAlgorithm(config, writer, session.block, session.ckpt, session.device)
 
     qconfig = quantization_config(config)  # AutoGPTQ also writes it as quantize_config.json
     session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "gptq", qconfig, {"quantize_config.json": qconfig})

@@ -7,6 +7,20 @@ from typing import Any
 
 from qconvert.errors import QConvertError
 
+# Mixture-of-experts counts: the first of these keys config.json has, as convert_hf_to_gguf.py
+# looks them up (find_hparam), for any architecture.
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+EXPERT_USED_KEYS = ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")
+
+
+def _first(raw: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    key = next((k for k in keys if k in raw), None)
+    return None if key is None else int(raw[key])
+
+
+def _optional_int(raw: dict[str, Any], key: str) -> int | None:
+    return None if raw.get(key) is None else int(raw[key])
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -24,6 +38,12 @@ class ModelConfig:
     tie_word_embeddings: bool
     rope_scaling: dict[str, Any] | None
     raw: dict[str, Any]  # the whole config.json, for special-token ids and metadata
+    # Mixture of experts, None where config.json does not say: routed experts per layer, experts
+    # each token uses, an expert's and the shared expert's intermediate width.
+    n_experts: int | None = None
+    n_experts_used: int | None = None
+    expert_intermediate_size: int | None = None
+    shared_expert_intermediate_size: int | None = None
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> "ModelConfig":
@@ -58,6 +78,10 @@ class ModelConfig:
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 rope_scaling=rope if rope and rope.get("rope_type", rope.get("type")) not in (None, "default") else None,
                 raw=raw,
+                n_experts=_first(raw, EXPERT_COUNT_KEYS),
+                n_experts_used=_first(raw, EXPERT_USED_KEYS),
+                expert_intermediate_size=_optional_int(raw, "moe_intermediate_size"),
+                shared_expert_intermediate_size=_optional_int(raw, "shared_expert_intermediate_size"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise QConvertError(f"config.json lacks or mangles field {exc}", path) from exc

@@ -130,7 +130,12 @@ def _observe(
 
     def hook_for(group: Group) -> Callable:
         def hook(module: nn.Module, args: tuple) -> None:
-            algorithm.observe(index, group, args[0], inputs.token_mask[b])
+            x = args[0]
+            if x.dim() == 2:  # a routed expert's tokens, (n, width): all real
+                x, mask = x[None], torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device)
+            else:
+                mask = inputs.token_mask[b]
+            algorithm.observe(index, group, x, mask)
             seen.add(group)
             if len(seen) == len(stage) and not keep_outputs:
                 raise StopForward

@@ -11,7 +11,7 @@ import torch
 from qconvert.calib.build import load_tokenizer, resolve_calibration
 from qconvert.calib.store import CalibrationSet
 from qconvert.calib.types import CalibInput
-from qconvert.convert.arch import ArchSpec, arch_spec
+from qconvert.convert.arch import ArchSpec, DecoderBlock, arch_spec
 from qconvert.errors import QConvertError
 from qconvert.hf.checkpoint_files import copy_tokenizer_files, write_config, write_json
 from qconvert.hf.config import ModelConfig
@@ -37,6 +37,7 @@ class RunOptions:
 class Session:
     model: ModelConfig
     spec: ArchSpec
+    block: DecoderBlock  # the spec's, written out for this model's experts
     ckpt: SafetensorsCheckpoint
     tokenizer: object
     device: torch.device
@@ -59,15 +60,24 @@ class Session:
         with `quantization_config`, `extra_json` files (GPTQ's quantize_config.json), the tokenizer files."""
         with atomic_output_dir(out_dir, options.force) as tmp:
             writer = ShardWriter(tmp, options.max_shard_bytes)
-            run_layerwise(model_dir, self.spec.block, self.ckpt, calib, algorithm_for(writer), DriverOptions(self.device, options.dtype, options.progress, desc))
+            run_layerwise(model_dir, self.block, self.ckpt, calib, algorithm_for(writer), DriverOptions(self.device, options.dtype, options.progress, desc))
             for name in self.ckpt.entries:
-                if not name.startswith(f"{self.spec.block.layers_path}."):
+                if not name.startswith(f"{self.block.layers_path}."):
                     writer.add(name, torch.from_numpy(self.ckpt.load(name)).half())
             writer.close()
             write_config(tmp, self.model.raw, quantization_config)
             for name, data in (extra_json or {}).items():
                 write_json(tmp / name, data)
             copy_tokenizer_files(model_dir, tmp)
+
+
+def decoder_block(spec: ArchSpec, model: ModelConfig, where: Path) -> DecoderBlock:
+    """The architecture's decoder block with its routed experts written out for this model."""
+    raw = model.raw
+    n_experts = int(raw.get("num_experts") or raw.get("num_local_experts") or 0)
+    if n_experts and (raw.get("mlp_only_layers") or int(raw.get("decoder_sparse_step") or 1) != 1):
+        raise QConvertError("some layers of this MoE model are dense (mlp_only_layers / decoder_sparse_step)", where, "qconvert quantizes MoE models whose every layer has experts")
+    return spec.block.for_experts(n_experts)
 
 
 def open_session(model_dir: Path, options: RunOptions) -> Session:
@@ -77,19 +87,20 @@ def open_session(model_dir: Path, options: RunOptions) -> Session:
     if model.raw.get("quantization_config"):
         raise QConvertError("the model is already quantized", model_dir / "config.json", "give the original fp16/bf16/fp32 checkpoint")
     spec = arch_spec(model.architecture, model_dir / "config.json")
+    block = decoder_block(spec, model, model_dir / "config.json")
     ckpt = SafetensorsCheckpoint.open(model_dir)
-    for name in spec.block.linears:
-        if f"{spec.block.layers_path}.0.{name}.weight" not in ckpt.entries:
-            raise QConvertError(f"checkpoint has no {spec.block.layers_path}.0.{name}.weight", model_dir, "is it a complete checkpoint of the architecture config.json names?")
+    for name in block.linears:
+        if f"{block.layers_path}.0.{name}.weight" not in ckpt.entries:
+            raise QConvertError(f"checkpoint has no {block.layers_path}.0.{name}.weight", model_dir, "is it a complete checkpoint of the architecture config.json names?")
     device = _device(options.device)
     if options.threads:
         torch.set_num_threads(options.threads)
-    return Session(model, spec, ckpt, load_tokenizer(model_dir), device)
+    return Session(model, spec, block, ckpt, load_tokenizer(model_dir), device)
 
 
 def linear_shapes(session: Session) -> dict[str, tuple[int, int]]:
     """(out, in) of each quantizable linear, from layer 0."""
-    block = session.spec.block
+    block = session.block
     return {name: tuple(session.ckpt.entries[f"{block.layers_path}.0.{name}.weight"].shape) for name in block.linears}
 
 

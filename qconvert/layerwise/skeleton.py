@@ -13,6 +13,7 @@ from torch import nn
 from qconvert.convert.arch import DecoderBlock
 from qconvert.errors import QConvertError
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.layerwise.experts import unfuse_experts
 
 
 class StopForward(Exception):
@@ -57,6 +58,7 @@ class ModelSkeleton:
         self.config.use_cache = False
         with torch.device("meta"):
             self.model = AutoModelForCausalLM.from_config(self.config, dtype=dtype)
+        unfuse_experts(self.model)  # one linear per expert projection, named as in the checkpoint
         self.layers = self.model.get_submodule(block.layers_path)
 
     @property

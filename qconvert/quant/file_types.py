@@ -2,8 +2,13 @@
 
 Each file type has its `general.file_type` id, the default block type of its 2-D weights, and
 its mix: which tensor categories llama-quantize bumps to other types, and when. The rules are
-those of the bundled llama.cpp (src/llama-quant.cpp, llama_tensor_get_type_impl), for the dense
+those of the bundled llama.cpp (src/llama-quant.cpp, llama_tensor_get_type_impl), for the
 architectures qconvert converts.
+
+Mixture-of-experts tensors fall into the same categories by name (ffn_down_exps and ffn_down_shexp
+are ffn_down, ffn_gate_exps ffn_gate, ...), so an expert tensor gets its dense counterpart's rule,
+by the layer its name gives. What the expert count changes is in the mixes (attn_output with 8
+experts) and in EIGHT_EXPERTS.
 """
 
 from collections.abc import Callable
@@ -56,13 +61,19 @@ class Category(str, Enum):
 
 @dataclass(frozen=True)
 class LayerContext:
-    """What a mix rule may look at: the tensor's layer, the layer count, the GQA factor, and whether
-    an importance matrix is given."""
+    """What a mix rule may look at: the tensor's layer, the layer count, the GQA factor, whether
+    an importance matrix is given, and the model's routed-expert count (0: not an MoE model)."""
 
     layer: int
     n_layer: int
     n_gqa: int
     has_imatrix: bool = False
+    n_expert: int = 0
+
+    @property
+    def eight_experts(self) -> bool:
+        # llama.cpp's special case for Mixtral-8x7B-like models: exactly 8 experts
+        return self.n_expert == 8
 
     @property
     def use_more_bits(self) -> bool:
@@ -97,6 +108,9 @@ _MORE_BITS_Q6 = {
     Category.ATTN_V: when(lambda c: c.use_more_bits, T.Q6_K),
     Category.FFN_DOWN: when(lambda c: c.use_more_bits, T.Q6_K),
 }
+# With 8 experts, attn_output gets Q5_K in these types; in the others no bump at all (Q3_K_L's Q5_K
+# included): llama-quantize's 8-expert branch replaces the dense one.
+_EIGHT_EXPERTS_Q5 = when(lambda c: c.eight_experts, T.Q5_K)
 
 FILE_TYPES: dict[FileType, FileTypeInfo] = {
     FileType.F32: FileTypeInfo(F.ALL_F32, T.F32),
@@ -114,23 +128,23 @@ FILE_TYPES: dict[FileType, FileTypeInfo] = {
         {
             Category.ATTN_V: lambda c: T.Q4_K if c.n_gqa >= 4 else T.Q3_K,
             Category.FFN_DOWN: always(T.Q3_K),
-            Category.ATTN_OUTPUT: always(T.Q3_K),
+            Category.ATTN_OUTPUT: lambda c: T.Q5_K if c.eight_experts else T.Q3_K,
         },
     ),
-    FileType.Q3_K_S: FileTypeInfo(F.MOSTLY_Q3_K_S, T.Q3_K),
+    FileType.Q3_K_S: FileTypeInfo(F.MOSTLY_Q3_K_S, T.Q3_K, {Category.ATTN_OUTPUT: _EIGHT_EXPERTS_Q5}),
     FileType.Q3_K_M: FileTypeInfo(
         F.MOSTLY_Q3_K_M,
         T.Q3_K,
         {
             Category.ATTN_V: lambda c: T.Q5_K if c.layer < 2 else T.Q4_K,
             Category.FFN_DOWN: lambda c: T.Q5_K if c.layer < c.n_layer // 16 else T.Q4_K,
-            Category.ATTN_OUTPUT: always(T.Q4_K),
+            Category.ATTN_OUTPUT: lambda c: T.Q5_K if c.eight_experts else T.Q4_K,
         },
     ),
     FileType.Q3_K_L: FileTypeInfo(
         F.MOSTLY_Q3_K_L,
         T.Q3_K,
-        {Category.ATTN_V: always(T.Q5_K), Category.FFN_DOWN: always(T.Q5_K), Category.ATTN_OUTPUT: always(T.Q5_K)},
+        {Category.ATTN_V: always(T.Q5_K), Category.FFN_DOWN: always(T.Q5_K), Category.ATTN_OUTPUT: when(lambda c: not c.eight_experts, T.Q5_K)},
     ),
     FileType.Q4_K_S: FileTypeInfo(
         F.MOSTLY_Q4_K_S,
@@ -138,13 +152,18 @@ FILE_TYPES: dict[FileType, FileTypeInfo] = {
         {
             Category.ATTN_V: when(lambda c: c.layer < 4, T.Q5_K),
             Category.FFN_DOWN: when(lambda c: c.layer < c.n_layer // 8, T.Q5_K),
+            Category.ATTN_OUTPUT: _EIGHT_EXPERTS_Q5,
         },
     ),
-    FileType.Q4_K_M: FileTypeInfo(F.MOSTLY_Q4_K_M, T.Q4_K, _MORE_BITS_Q6),
+    FileType.Q4_K_M: FileTypeInfo(F.MOSTLY_Q4_K_M, T.Q4_K, {**_MORE_BITS_Q6, Category.ATTN_OUTPUT: _EIGHT_EXPERTS_Q5}),
     FileType.Q5_K_S: FileTypeInfo(F.MOSTLY_Q5_K_S, T.Q5_K),
     FileType.Q5_K_M: FileTypeInfo(F.MOSTLY_Q5_K_M, T.Q5_K, _MORE_BITS_Q6),
     FileType.Q6_K: FileTypeInfo(F.MOSTLY_Q6_K, T.Q6_K),
 }
+
+# With exactly 8 experts, llama-quantize gives attn_v and attn_k Q8_0 in every file type, over the
+# mix (and over the 70B bump), before the fallback.
+EIGHT_EXPERTS = {Category.ATTN_V: T.Q8_0, Category.ATTN_K: T.Q8_0}
 
 # A block type that does not fit a row length falls back to one with 32-element blocks
 # (tensor_type_fallback); if that does not fit either, to F16.

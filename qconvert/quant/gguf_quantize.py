@@ -60,6 +60,7 @@ def _model_shape(header: GGUFHeader, path: Path) -> ModelShape:
         n_head=n_head,
         n_head_kv=int(field(f"{arch}.attention.head_count_kv", n_head)),
         tied_embeddings=all(t.name != "output.weight" for t in header.tensors),
+        n_expert=int(header.get(f"{arch}.expert_count", 0)),
     )
 
 

@@ -1,5 +1,10 @@
 """Importance weights for GGUF quantization: each tensor's row of an importance matrix, looked up as
-llama-quantize does, after checking that the matrix belongs to this model."""
+llama-quantize does, after checking that the matrix belongs to this model.
+
+A 3-D tensor of stacked experts has one row per expert in the matrix (llama-imatrix counts each
+expert's tokens apart): llama-quantize requires n_expert × row_len values and quantizes expert i's
+rows with the i-th row; TensorSource carries them flat and gguf_stream slices them.
+"""
 
 import dataclasses
 import logging
@@ -17,7 +22,7 @@ log = logging.getLogger(__name__)
 def attach_importance(plan: list[TensorSource], imatrix: ImportanceMatrix, where: Path) -> list[TensorSource]:
     """The plan with importance weights on every quantized tensor the matrix covers. Tensors it lacks
     are quantized without (llama-quantize does the same); a matrix naming tensors this model does
-    not have, or with rows of another width, is from another model: refused."""
+    not have, or with rows of another width or another number of experts, is from another model: refused."""
     names = {t.name for t in plan}
     foreign = sorted(set(imatrix.entries) - names)
     if foreign:
@@ -25,10 +30,12 @@ def attach_importance(plan: list[TensorSource], imatrix: ImportanceMatrix, where
     attached = []
     for t in plan:
         weights = imatrix.importance(t.name) if t.name in imatrix.entries else None
-        if weights is not None and weights.size != t.row_len:
-            raise QConvertError(
-                f"the importance matrix has {weights.size} columns for {t.name}, whose rows are {t.row_len} long", where, "was it computed on another model?"
-            )
+        if weights is not None and weights.size != t.n_mat * t.row_len:
+            if t.n_mat == 1:
+                problem = f"the importance matrix has {weights.size} columns for {t.name}, whose rows are {t.row_len} long"
+            else:
+                problem = f"the importance matrix has {weights.size} values for {t.name}, which needs {t.row_len} for each of its {t.n_mat} experts"
+            raise QConvertError(problem, where, "was it computed on another model?")
         if weights is None and t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) > 1:
             log.info("no importance weights for %s: quantized without", t.name)
         attached.append(dataclasses.replace(t, importance=weights))

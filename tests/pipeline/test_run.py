@@ -205,3 +205,15 @@ def test_regression_gate(first, tmp_path):
     assert result.rc == 1
     failed = [line for line in result.stderr.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 2 and "gguf-q4_0 kld" in failed[0] and "-5.66%" in failed[0] and "gguf-q9_9 ppl: not measured" in failed[1]
+
+
+def test_a_qwen3_recipe_runs(tmp_path, llama_tools):
+    from tests.arch_models import make_random_model
+
+    model = make_random_model("qwen3", tmp_path / "qwen3")
+    recipe = write_recipe(tmp_path, RECIPE.replace(str(FIXTURE), str(model)).replace('["q4_0"]', '["q4_k_m"]').replace('"both"', "true").replace("group_size = 64", "group_size = 32"))
+    result = run_cli("run", recipe, "-o", tmp_path / "run")
+    assert result.rc == 0, result.stderr
+    rows = {r["artefact"]: r for r in measured(tmp_path / "run")}
+    assert set(rows) == {"hf", "gguf-f16", "gguf-q4_k_m-imatrix", "gptq-w4-g32"}
+    assert all(0 < rows[name]["kld"] < 1 for name in ("gguf-q4_k_m-imatrix", "gptq-w4-g32"))
