@@ -19,11 +19,12 @@ IDS = [[5, 17, 300, 2000, 40, 41, 42, 43, 1000, 7, 99, 3000], [1, 2, 3, 4, 5, 6,
 needs_gptqmodel = pytest.mark.skipif(not PEER_PYTHON.exists(), reason="GPTQModel is not installed here (it needs its own venv: bash scripts/peers/setup_peers.sh)")
 
 
-def assert_transformers_matches_our_unpacking(ckpt: Path, tmp_path: Path) -> str:
-    """Returns the quantized-linear kernel transformers picked."""
+def assert_transformers_matches_our_unpacking(ckpt: Path, tmp_path: Path, loader: str = "transformers", tolerance: float = 2e-3, outliers: int = 0) -> str:
+    """Returns the quantized-linear kernel transformers picked. `tolerance`: of the largest logit,
+    on every token but `outliers` per sequence."""
     out = tmp_path / "logits.safetensors"
     proc = subprocess.run(
-        [PEER_PYTHON, ROOT / "scripts" / "peers" / "transformers_logits.py", ckpt, "--ids-json", json.dumps(IDS), "--out", out],
+        [PEER_PYTHON, ROOT / "scripts" / "peers" / "transformers_logits.py", ckpt, "--ids-json", json.dumps(IDS), "--out", out, "--loader", loader],
         capture_output=True,
         text=True,
         cwd=tmp_path,  # GPTQModel writes a logs/ folder where it runs
@@ -35,6 +36,7 @@ def assert_transformers_matches_our_unpacking(ckpt: Path, tmp_path: Path) -> str
     for k, ids in enumerate(IDS):
         with torch.inference_mode():
             ours = model(torch.tensor([ids])).logits[0]
-        diff = float((theirs[f"logits_{k}"] - ours).abs().max())
-        assert diff < 2e-3 * float(ours.abs().max()), diff
+        per_token = (theirs[f"logits_{k}"] - ours).abs().amax(-1)
+        over = per_token > tolerance * float(ours.abs().max())
+        assert int(over.sum()) <= outliers, per_token.tolist()
     return proc.stdout

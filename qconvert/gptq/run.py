@@ -28,8 +28,12 @@ from qconvert.outputs import check_output_path
 
 log = logging.getLogger(__name__)
 
-def quantization_config(config: GPTQConfig) -> dict:
+
+def quantization_config(config: GPTQConfig, block: DecoderBlock) -> dict:
     """config.json's quantization_config (and quantize_config.json), as AutoGPTQ and GPTQModel write it."""
+    extra = {}
+    if block.n_experts:  # a MoE layer has linears left unquantized (Qwen2-MoE's shared-expert gate): name the quantized ones
+        extra["modules_in_block_to_quantize"] = [list(group) for group in block.groups]
     return {
         "quant_method": "gptq",
         "checkpoint_format": "gptq",
@@ -43,6 +47,7 @@ def quantization_config(config: GPTQConfig) -> dict:
         "lm_head": False,
         "pack_dtype": "int32",
         "meta": {"quantizer": [f"qconvert:{__version__}"]},
+        **extra,
     }
 
 
@@ -123,7 +128,7 @@ def quantize_gptq(model_dir: Path, out_dir: Path, calib_input: CalibInput, confi
     def algorithm_for(writer: ShardWriter) -> GPTQAlgorithm:
         return GPTQAlgorithm(config, writer, session.block, session.ckpt, session.device)
 
-    qconfig = quantization_config(config)  # AutoGPTQ also writes it as quantize_config.json
+    qconfig = quantization_config(config, session.block)  # AutoGPTQ also writes it as quantize_config.json
     session.write_checkpoint(model_dir, out_dir, calib, algorithm_for, options, "gptq", qconfig, {"quantize_config.json": qconfig})
     log.info("wrote %s", out_dir)
     return out_dir

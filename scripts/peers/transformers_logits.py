@@ -6,7 +6,10 @@ GPTQ and AWQ checkpoints to gptqmodel -- runs each list of token ids as one sequ
 float32 logits to a safetensors file: `logits_0`, `logits_1`, ... of shape (len(ids), vocab).
 
     python transformers_logits.py CKPT_DIR --ids-json '[[1,2,3],[4,5]]' --out logits.safetensors \
-        [--backend auto|gptq_torch|...]
+        [--backend auto|gptq_torch|...] [--loader transformers|gptqmodel]
+
+`--loader gptqmodel` loads with `GPTQModel.load` instead (float32): transformers 5's own loader
+fuses MoE experts into 3-D parameters and cannot place per-expert quantized linears in them.
 """
 import argparse
 import json
@@ -25,6 +28,7 @@ def main():
     p.add_argument("--backend", default="auto",
                    help="gptqmodel kernel, e.g. gptq_torch (the auto-selected CPU AVX512 kernel "
                         "refuses a width that is not a multiple of the group size)")
+    p.add_argument("--loader", choices=["transformers", "gptqmodel"], default="transformers")
     a = p.parse_args()
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(a.threads))
     torch.set_num_threads(a.threads)
@@ -38,7 +42,12 @@ def main():
         qcfg = AwqConfig(bits=qcfg["bits"], group_size=qcfg["group_size"], backend=a.backend)
     else:
         qcfg = GPTQConfig(bits=qcfg["bits"], backend=a.backend)
-    model = AutoModelForCausalLM.from_pretrained(a.ckpt, device_map="cpu", quantization_config=qcfg)
+    if a.loader == "gptqmodel":
+        from gptqmodel import GPTQModel
+
+        model = GPTQModel.load(a.ckpt, device="cpu", dtype=torch.float32).model
+    else:
+        model = AutoModelForCausalLM.from_pretrained(a.ckpt, device_map="cpu", quantization_config=qcfg)
     model.eval()
     kinds = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
     out = {}
