@@ -19,18 +19,21 @@ ARCH_CONFIGS = {
 }
 
 
-def make_random_model(arch: str, dst: Path, seed: int = 0) -> Path:
-    config_class, model_class, shape = ARCH_CONFIGS[arch]
+def _save_random(config_class: str, model_class: str, dst: Path, seed: int, **config) -> Path:
     torch.manual_seed(seed)
-    config = getattr(transformers, config_class)(**COMMON, **shape)
-    model = getattr(transformers, model_class)(config)
-    with torch.no_grad():  # larger than the init's 0.02, so the norms matter and outputs are not flat
+    model = getattr(transformers, model_class)(getattr(transformers, config_class)(**COMMON, **config))
+    with torch.no_grad():  # norms away from 1, so that they matter
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
     model.to(torch.float16).save_pretrained(dst)
     copy_tokenizer(dst)
     return dst
+
+
+def make_random_model(arch: str, dst: Path, seed: int = 0) -> Path:
+    config_class, model_class, shape = ARCH_CONFIGS[arch]
+    return _save_random(config_class, model_class, dst, seed, **shape)
 
 
 # Mixture-of-experts models (not in ARCH_CONFIGS: the layer-by-layer quantizers take them apart).
@@ -48,13 +51,4 @@ def make_random_moe(arch: str, dst: Path, n_experts: int = 4, n_used: int = 2, s
     """A random-weight MoE checkpoint of `arch` (a MOE_CONFIGS key), saved as transformers saves
     it: one tensor per expert and projection."""
     config_class, model_class, shape = MOE_CONFIGS[arch]
-    torch.manual_seed(seed)
-    config = getattr(transformers, config_class)(**COMMON, **{**shape, **overrides}, num_experts=n_experts, num_experts_per_tok=n_used)
-    model = getattr(transformers, model_class)(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.uniform_(0.5, 1.5)
-    model.to(torch.float16).save_pretrained(dst)
-    copy_tokenizer(dst)
-    return dst
+    return _save_random(config_class, model_class, dst, seed, **{**shape, **overrides}, num_experts=n_experts, num_experts_per_tok=n_used)

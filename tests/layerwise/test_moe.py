@@ -100,29 +100,35 @@ def test_an_expert_no_token_reaches(moe, calib_file, tmp_path, never_routed):
         assert torch.equal(w.half(), rtn.half()) == (e == UNREACHED), e
 
 
-def test_gptq_quantizes_every_expert(moe, calib_file, tmp_path):
+@pytest.fixture(scope="module")
+def quantized(moe, calib_file, tmp_path_factory):
+    """The model's GPTQ or AWQ checkpoint (4 bits, groups of 32), made once per module."""
+    arch, model = moe
+    made = {}
+
+    def get(method: str):
+        if method not in made:
+            out = tmp_path_factory.mktemp(f"{arch}-{method}") / method
+            result = run_cli(method, model, "--calib", calib_file, "--group-size", "32", "-o", out)
+            assert result.rc == 0, result.stderr
+            made[method] = out
+        return made[method]
+
+    return get
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_every_expert_is_quantized_better_than_round_to_nearest(moe, quantized, method):
     _, model = moe
-    out = tmp_path / "gptq"
-    result = run_cli("gptq", model, "--calib", calib_file, "--group-size", "32", "-o", out)
-    assert result.rc == 0, result.stderr
+    out = quantized(method)
     assert 0 < kld(model, out) < rtn_kld(model)
     packed = load_file(out / "model.safetensors")
-    assert all(f"model.layers.1.mlp.experts.{e}.gate_proj.qweight" in packed for e in range(N_EXPERTS))
+    assert all(f"model.layers.1.mlp.experts.{e}.{p}.qweight" in packed for e in range(N_EXPERTS) for p in ("gate_proj", "up_proj", "down_proj"))
     assert packed["model.layers.0.mlp.gate.weight"].dtype == torch.float16  # the router stays unquantized
 
 
-def test_awq_scales_and_packs_every_expert(moe, calib_file, tmp_path):
-    _, model = moe
-    out = tmp_path / "awq"
-    result = run_cli("awq", model, "--calib", calib_file, "--group-size", "32", "-o", out)
-    assert result.rc == 0, result.stderr
-    assert 0 < kld(model, out) < rtn_kld(model)
-    packed = load_file(out / "model.safetensors")
-    assert all(f"model.layers.1.mlp.experts.{e}.up_proj.qweight" in packed for e in range(N_EXPERTS))
-
-
 @needs_gptqmodel
-def test_gptq_checkpoint_loads_in_gptqmodel(moe, calib_file, tmp_path):
+def test_gptq_checkpoint_loads_in_gptqmodel(quantized, tmp_path):
     """GPTQModel (the maintained AutoGPTQ) loads the checkpoint and gives the logits of our dense
     unpacking. Not transformers' own from_pretrained: transformers 5 fuses MoE experts into 3-D
     parameters and leaves them uninitialised when the experts are quantized linears. The modules
@@ -131,8 +137,6 @@ def test_gptq_checkpoint_loads_in_gptqmodel(moe, calib_file, tmp_path):
     measured 0.5-1%, against 0.2% for dense checkpoints), on all tokens but one per sequence: a
     near-tie in a router can flip on the kernels' rounding (seen once: one token 23% apart, every
     other within 1.5%)."""
-    _, model = moe
-    out = tmp_path / "gptq"
-    assert run_cli("gptq", model, "--calib", calib_file, "--group-size", "32", "-o", out).rc == 0
+    out = quantized("gptq")
     assert json.loads((out / "config.json").read_text())["quantization_config"]["modules_in_block_to_quantize"][2:4] != []
     assert_transformers_matches_our_unpacking(out, tmp_path, loader="gptqmodel", tolerance=0.02, outliers=1)
