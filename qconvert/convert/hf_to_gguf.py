@@ -5,9 +5,7 @@ llama-quantize's rules), so the GGUF header and tensor table are written before 
 each tensor is read in row slabs, converted or quantized, and appended. Peak memory is a slab, not
 the model, and no intermediate f16 file is written.
 
-An MoE model's routed experts become llama.cpp's stacked 3-D tensors (blk.N.ffn_{gate,up,down}_exps)
-without being stacked in memory: each is planned as a list of row ranges of checkpoint tensors, one
-per expert, and its slabs are read expert by expert.
+An MoE model's routed experts are stacked as llama.cpp wants them by qconvert/convert/moe.py.
 """
 
 import logging
@@ -20,19 +18,8 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
 from qconvert.calib.types import CalibInput
-from qconvert.convert.arch import (
-    DENSE_FFN,
-    EXPERT_TENSORS,
-    F32_TENSORS,
-    FUSED_GATE_UP,
-    MOE_ONLY,
-    ArchSpec,
-    ExpertTensor,
-    arch_spec,
-    expert_tensor,
-    gguf_tensor_name,
-    permute_for_rope,
-)
+from qconvert.convert.arch import F32_TENSORS, ArchSpec, arch_spec, expert_tensor, gguf_tensor_name, permute_for_rope
+from qconvert.convert.moe import ExpertStack, check_moe_layout, expert_stacks, read_stacked
 from qconvert.convert.rope import check_rope_scaling, llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
 from qconvert.gguf_stream import TensorSource, write_gguf
@@ -89,103 +76,7 @@ def _row_reader(ckpt: Checkpoint, hf_name: str, shape: tuple[int, ...], heads: i
     return partial(ckpt.read_rows, hf_name, row_order=order)
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """Rows [start, start + count) of checkpoint tensor `hf_name` seen as (rows, row_len): one expert's matrix."""
-
-    hf_name: str
-    start: int
-    count: int
-
-
-@dataclass(frozen=True)
-class _Stack:
-    """A stacked expert tensor, numpy shape (n_expert, rows, row_len): expert e's matrix is parts[e]."""
-
-    shape: tuple[int, int, int]
-    parts: tuple[_Rows, ...]
-
-
-def _read_stacked(ckpt: Checkpoint, parts: tuple[_Rows, ...], start: int, end: int) -> np.ndarray:
-    """Rows [start, end) of a stack of equally tall matrices: each expert's rows read from its own tensor."""
-    rows = parts[0].count
-    pieces = []
-    for e in range(start // rows, (end - 1) // rows + 1):
-        lo, hi = max(start - e * rows, 0), min(end - e * rows, rows)
-        pieces.append(ckpt.read_rows(parts[e].hf_name, parts[e].start + lo, parts[e].start + hi))
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-
-def _expert_stacks(ckpt: Checkpoint, config: ModelConfig, found: dict[str, ExpertTensor]) -> dict[str, _Stack]:
-    """GGUF name → stack of every routed-expert tensor, from one checkpoint tensor per expert or from
-    fused 3-D ones (gate_up_proj split into its gate and up halves of each expert, as
-    convert_hf_to_gguf.py does)."""
-    n = config.n_experts
-    if not n:
-        raise QConvertError("the checkpoint has routed experts but config.json gives no expert count", "config.json", "add num_experts")
-    stacks: dict[str, _Stack] = {}
-
-    def add(layer: int, proj: str, shape: tuple[int, int, int], parts: list[_Rows]) -> None:
-        name = f"blk.{layer}.{EXPERT_TENSORS[proj]}"
-        if name in stacks:
-            raise QConvertError(f"layer {layer} has its experts' {proj} twice (per expert and fused)", "checkpoint")
-        stacks[name] = _Stack(shape, tuple(parts))
-
-    per_expert: dict[tuple[int, str], dict[int, str]] = {}
-    for hf_name, t in found.items():
-        if t.expert is not None:
-            per_expert.setdefault((t.layer, t.proj), {})[t.expert] = hf_name
-            continue
-        shape = ckpt.entries[hf_name].shape
-        if len(shape) != 3 or shape[0] != n or (t.proj == FUSED_GATE_UP and shape[1] % 2):
-            raise QConvertError(f"fused expert tensor {hf_name} has shape {shape}", "checkpoint", f"expected ({n} experts, rows, columns), gate_up_proj with an even row count")
-        _, rows, cols = shape
-        if t.proj == FUSED_GATE_UP:  # each expert's rows: gate's, then up's
-            half = rows // 2
-            add(t.layer, "gate_proj", (n, half, cols), [_Rows(hf_name, e * rows, half) for e in range(n)])
-            add(t.layer, "up_proj", (n, half, cols), [_Rows(hf_name, e * rows + half, half) for e in range(n)])
-        else:
-            add(t.layer, t.proj, (n, rows, cols), [_Rows(hf_name, e * rows, rows) for e in range(n)])
-    for (layer, proj), experts in sorted(per_expert.items()):
-        if sorted(experts) != list(range(n)):
-            raise QConvertError(
-                f"layer {layer} has {proj} for experts {_ranges(sorted(experts))}, config.json says {n} experts (0-{n - 1})", "checkpoint", "is the checkpoint complete?"
-            )
-        shapes = {ckpt.entries[experts[e]].shape for e in range(n)}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-            raise QConvertError(f"layer {layer}'s experts have {proj} of shapes {sorted(shapes)}", "checkpoint", "every expert's matrix must have one 2-D shape")
-        rows, cols = shapes.pop()
-        add(layer, proj, (n, rows, cols), [_Rows(experts[e], 0, rows) for e in range(n)])
-    return stacks
-
-
-def _ranges(values: list[int]) -> str:
-    return ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
-
-
-def _check_moe_layout(names: set[str], spec: ArchSpec, config: ModelConfig) -> None:
-    """Every layer of an MoE architecture has a router and the three stacked expert tensors (llama.cpp
-    loads no dense MLP there); a dense architecture has none of them."""
-    moe_names = sorted(n for n in names if n.endswith((*MOE_ONLY, *EXPERT_TENSORS.values())))
-    if spec.moe is None:
-        if moe_names:
-            raise QConvertError(f"a {spec.gguf_arch} model with mixture-of-experts tensor {moe_names[0]}", "checkpoint", "does config.json name the right architecture?")
-        return
-    dense = sorted(n for n in names if n.endswith(DENSE_FFN))
-    if dense:
-        raise QConvertError(
-            f"{dense[0]}: this {spec.gguf_arch} model has layers with a dense MLP (mlp_only_layers / decoder_sparse_step)", "checkpoint", f"llama.cpp's {spec.gguf_arch} wants experts in every layer"
-        )
-    shared = [n for n in moe_names if "_shexp." in n]
-    if shared and not spec.moe.shared_expert:
-        raise QConvertError(f"{shared[0]}: llama.cpp's {spec.gguf_arch} has no shared expert", "checkpoint", "does config.json name the right architecture?")
-    for layer in range(config.num_layers):
-        for tensor in ("ffn_gate_inp.weight", *EXPERT_TENSORS.values()):
-            if f"blk.{layer}.{tensor}" not in names:
-                raise QConvertError(f"layer {layer} lacks its experts' {tensor.split('.')[0]} tensor", "checkpoint", "is the checkpoint complete?")
-
-
-def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> tuple[dict[str, str], dict[str, _Stack]]:
+def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> tuple[dict[str, str], dict[str, ExpertStack]]:
     """GGUF name → HF name of every checkpoint tensor that goes into the file as it is, and GGUF
     name → stack of the routed experts (for an MoE model)."""
     names, experts = {}, {}
@@ -197,7 +88,7 @@ def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> tuple[dict[str, str
         if name is None or (name == "output.weight" and config.tie_word_embeddings):
             continue  # tied: llama.cpp reuses token_embd as the output matrix
         names[name] = hf_name
-    stacks = _expert_stacks(ckpt, config, experts) if experts else {}
+    stacks = expert_stacks(ckpt, config, experts) if experts else {}
     if "token_embd.weight" not in names:
         raise QConvertError("checkpoint has no model.embed_tokens.weight", "checkpoint", "is this a causal LM checkpoint?")
     embd = ckpt.entries[names["token_embd.weight"]].shape
@@ -211,7 +102,7 @@ def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> tuple[dict[str, str
 
 def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType, has_imatrix: bool = False) -> list[TensorSource]:
     names, stacks = _named_tensors(ckpt, config)
-    _check_moe_layout(set(names) | set(stacks), spec, config)
+    check_moe_layout(set(names) | set(stacks), spec, config)
     model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names, config.n_experts or 0)
     weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16
     sources = {name: (ckpt.entries[hf_name].shape, hf_name) for name, hf_name in names.items()}
@@ -221,8 +112,8 @@ def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_typ
         # What convert_hf_to_gguf.py would store, then what llama-quantize makes of it.
         stored = GGMLQuantizationType.F32 if _keeps_f32(name, shape) else weight_type
         out_type = tensor_type(name, shape, stored, file_type, model, has_imatrix)
-        if isinstance(source, _Stack):
-            read_rows = partial(_read_stacked, ckpt, source.parts)
+        if isinstance(source, ExpertStack):
+            read_rows = partial(read_stacked, ckpt, source.parts)
         else:
             heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0) if spec.permute_qk else 0
             read_rows = _row_reader(ckpt, source, shape, heads)
