@@ -22,7 +22,7 @@ from qconvert.layerwise.experts import UnfusedExperts
 from qconvert.layerwise.session import RunOptions
 from qconvert.loading import load
 from tests.arch_models import make_random_moe
-from tests.conftest import run_cli
+from tests.conftest import EVAL_TEXT, ppl_json, run_cli
 from tests.peer_logits import assert_transformers_matches_our_unpacking, needs_gptqmodel
 
 N_EXPERTS, TOP_K, LAYERS = 4, 2, 2
@@ -140,3 +140,13 @@ def test_gptq_checkpoint_loads_in_gptqmodel(quantized, tmp_path):
     out = quantized("gptq")
     assert json.loads((out / "config.json").read_text())["quantization_config"]["modules_in_block_to_quantize"][2:4] != []
     assert_transformers_matches_our_unpacking(out, tmp_path, loader="gptqmodel", tolerance=0.02, outliers=1)
+
+
+def test_gptq_checkpoint_converts_to_gguf(quantized, tmp_path, llama_tools):
+    """A MoE GPTQ checkpoint read as the dense weights it encodes, experts stacked: llama.cpp's
+    perplexity of its f16 GGUF is torch's of the checkpoint."""
+    out = quantized("gptq")
+    gguf = tmp_path / "gptq-f16.gguf"
+    assert run_cli("gguf", out, "--type", "f16", "-o", gguf).rc == 0
+    args = ("--text", EVAL_TEXT, "--ctx", "128", "--chunks", "4")
+    assert ppl_json(gguf, *args)["ppl"] == pytest.approx(ppl_json(out, *args)["ppl"], rel=0.01)
