@@ -74,8 +74,12 @@ def _die_with_parent() -> None:
 
 @contextmanager
 def _locked(run_dir: Path):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as lock:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".lock", "w")
+    except OSError as exc:
+        raise QConvertError(f"cannot use it as the run folder: {exc.strerror or exc}", run_dir, "give another -o") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -83,3 +83,11 @@ def test_shipped_recipes_load(tmp_path):
             (tmp_path / recipe.name).write_text(recipe.read_text().replace('path = "../models/', f'path = "{FIXTURE.parent}/').replace("Qwen2.5-0.5B-Instruct", FIXTURE.name))
             plan = build_plan(load_recipe(tmp_path / recipe.name))
         assert any(s.kind == "eval" for s in plan)
+
+
+def test_run_folder_that_is_a_file(tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(GOOD)
+    (tmp_path / "run").write_text("not a folder")
+    result = run_cli("run", recipe, "-o", tmp_path / "run")
+    assert result.rc == 2 and "cannot use it as the run folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
