@@ -91,3 +91,16 @@ def test_run_folder_that_is_a_file(tmp_path):
     (tmp_path / "run").write_text("not a folder")
     result = run_cli("run", recipe, "-o", tmp_path / "run")
     assert result.rc == 2 and "cannot use it as the run folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_one_run_at_a_time_per_folder(tmp_path):
+    import fcntl
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(GOOD)
+    (tmp_path / "run").mkdir()
+    with open(tmp_path / "run" / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("run", recipe, "-o", tmp_path / "run")
+    assert result.rc == 2 and "another `qconvert run` is using this run folder" in result.stderr, result.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
