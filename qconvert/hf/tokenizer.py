@@ -1,6 +1,7 @@
 """A Hugging Face fast tokenizer (tokenizer.json + tokenizer_config.json) as llama.cpp's GGUF vocab.
 
-Only byte-level BPE tokenizers are converted (GPT-2 style, as Qwen, Llama 3 and SmolLM use), and
+Byte-level BPE tokenizers are converted here (GPT-2 style, as Qwen, Llama 3 and SmolLM use), and
+SentencePiece ones (tokenizer.model: Llama 2, Mistral ≤ v0.3) by spm_vocab.py, see `load_gguf_vocab`;
 their metadata follows the rules of llama.cpp's convert_hf_to_gguf.py (its gpt2 vocab path and
 gguf-py's SpecialVocab):
 
@@ -38,6 +39,7 @@ from typing import Any
 from gguf import GGUFWriter, TokenType
 
 from qconvert.errors import QConvertError
+from qconvert.hf import spm_vocab
 
 # llama.cpp's check text (convert_hf_to_gguf_update.py): its tokenization tells pre-tokenizers apart.
 CHKTXT = (
@@ -103,6 +105,10 @@ FAMILIES = {
     ),
 }
 
+# Architectures whose set_vocab in convert_hf_to_gguf.py tries tokenizer.model first (LlamaModel,
+# Qwen2Model and its Qwen3Model); None: a config without architectures. Qwen2/3-MoE take tokenizer.json.
+SPM_FIRST = (None, "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
 # gguf-py's SpecialVocab: the special token types it reads, and those GGUFWriter has a key for.
 SPECIAL_TOKEN_TYPES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 _WRITTEN_IDS = ("bos", "eos", "unk", "sep", "pad", "mask", "eot", "eom")  # cls has no GGUF key
@@ -125,6 +131,8 @@ class GGUFVocab:
     normalizer_lowercase: bool | None = None
     normalizer_strip_accents: bool | None = None
     add_space_prefix: bool | None = None  # tokenizer_config's add_prefix_space: llama.cpp writes it for llama only
+    model: str = "gpt2"  # tokenizer.ggml.model: "llama" for a SentencePiece vocab (spm_vocab.py)
+    scores: list[float] | None = None  # SentencePiece scores, written where set
 
     @property
     def special_ids(self) -> dict[str, int]:
@@ -144,9 +152,11 @@ def write_vocab(w: GGUFWriter, vocab: GGUFVocab, arch: str) -> None:
     """The tokenizer keys of `vocab`, exactly those convert_hf_to_gguf.py writes for `arch`."""
     if arch == "llama" and vocab.add_space_prefix is not None:
         w.add_add_space_prefix(vocab.add_space_prefix)
-    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_model(vocab.model)
     w.add_tokenizer_pre(vocab.pre)
     w.add_token_list(vocab.tokens)
+    if vocab.scores is not None:
+        w.add_token_scores(vocab.scores)
     w.add_token_types(vocab.token_types)
     if vocab.merges:
         w.add_token_merges(vocab.merges)
@@ -323,10 +333,11 @@ class _Specials:
     chat_template: str | list[dict[str, str]] | None = None
 
 
-def _special_vocab(model_dir: Path, tok_json: dict[str, Any], tok_config: dict[str, Any] | None, model_config: dict[str, Any]) -> _Specials:
+def _special_vocab(model_dir: Path, tok_json: dict[str, Any], tok_config: dict[str, Any] | None, model_config: dict[str, Any],
+                   n_vocab: int | None = None) -> _Specials:
     """gguf-py SpecialVocab's rules. Special token ids: tokenizer_config's `{type}_token` looked up
     among tokenizer.json's added tokens (first match), then config.json's `{type}_token_id`; the
-    first found wins, a negative one is refused. add_bos/add_eos/add_sep: from the post-processor
+    first found wins, a negative one is refused, one ≥ n_vocab (where given) skipped. add_bos/add_eos/add_sep: from the post-processor
     (ByteLevel: neither; TemplateProcessing: the special tokens around $A, and a separator between
     $A and $B in the pair template), else tokenizer_config's add_{type}_token. A template whose last
     token is not eos_token makes that the eos, the old eos becoming eot (or eom)."""
@@ -340,12 +351,13 @@ def _special_vocab(model_dir: Path, tok_json: dict[str, Any], tok_config: dict[s
             return
         if token_id < 0:
             raise QConvertError(f"special token {kind} has id {token_id}", model_dir, "fix the *_token_id fields of config.json")
-        out.ids.setdefault(kind, token_id)
+        if n_vocab is None or token_id < n_vocab:
+            out.ids.setdefault(kind, token_id)
 
     bos, cls_, eos, sep = ((cfg or {}).get(f"{k}_token") for k in ("bos", "cls", "eos", "sep"))
-    if not bos and cls_ and cfg:
+    if not bos and cls_ and cfg and tok_json:  # SpecialVocab does this only with a tokenizer.json
         cfg["bos_token"] = bos = cls_
-    if not eos and sep and cfg:
+    if not eos and sep and cfg and tok_json:
         cfg["eos_token"] = eos = sep
     post = tok_json.get("post_processor") or {}
     for proc in post.get("processors", [post]) if post else []:
@@ -450,7 +462,7 @@ def _load_tokenizer(model_dir: Path) -> _Tokenizer:
     model = tok_json.get("model") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
         what = f"tokenizer model is {model.get('type')!r}" if model.get("type") != "BPE" else "tokenizer is a BPE with byte fallback or subword affixes"
-        raise QConvertError(what, tok_path, "qconvert converts byte-level BPE tokenizers (Qwen, Llama 3, GPT-2, SmolLM)")
+        raise QConvertError(what, tok_path, "qconvert converts byte-level BPE tokenizers (Qwen, Llama 3, GPT-2, SmolLM), and SentencePiece ones saved as tokenizer.model")
     added = _effective_added_tokens(tok_json, tok_config or {})
     return _Tokenizer(tok_path, tok_json, tok_config, added, _open_tokenizer(tok_path, added))
 
@@ -461,7 +473,14 @@ def check_text_hash(model_dir: Path) -> str:
 
 
 def load_gguf_vocab(model_dir: Path, vocab_size: int, model_config: dict[str, Any]) -> GGUFVocab:
-    """Build the GGUF vocab of `model_dir`, padded with unused tokens to the model's `vocab_size` rows."""
+    """Build the GGUF vocab of `model_dir`, padded with unused tokens to the model's `vocab_size` rows.
+
+    As llama.cpp's converter: an architecture in SPM_FIRST (or none named) with a tokenizer.model
+    gets the SentencePiece vocab (spm_vocab.py); the others, and checkpoints without one, the
+    byte-level BPE vocab of tokenizer.json."""
+    architectures = model_config.get("architectures") or [None]
+    if architectures[0] in SPM_FIRST and spm_vocab.has_spm(model_dir):
+        return spm_vocab.load_spm_vocab(model_dir, vocab_size, model_config)
     loaded = _load_tokenizer(model_dir)
     tok_path, tok_json, tk, added = loaded.path, loaded.json, loaded.tk, loaded.added
     tok_config = loaded.config or {}
