@@ -4,7 +4,6 @@
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from gguf import GGUFReader, GGUFValueType
 
 from qconvert.errors import QConvertError
@@ -63,7 +62,7 @@ def _experts(config: ModelConfig) -> list[str]:
 def describe_hf(model_dir: Path) -> list[str]:
     config = ModelConfig.from_dir(model_dir)
     ckpt = SafetensorsCheckpoint.open(model_dir)
-    n_params = sum(int(np.prod(e.shape)) for e in ckpt.entries.values())
+    n_params = ckpt.n_parameters
     dtypes = Counter(e.dtype for e in ckpt.entries.values())
     lines = [
         f"Hugging Face model {model_dir}",

@@ -120,6 +120,10 @@ class SafetensorsCheckpoint:
                 raise QConvertError(f"tensor {missing[0]!r} is in the index but in no shard", index, "re-download the checkpoint")
         return cls(entries)
 
+    @property
+    def n_parameters(self) -> int:
+        return sum(int(np.prod(e.shape, dtype=np.int64)) for e in self.entries.values())
+
     def read_rows(self, name: str, start: int, end: int, row_order: np.ndarray | None = None) -> np.ndarray:
         """Rows [start, end) of a tensor seen as (n_rows, row_len); with `row_order`, the rows
         row_order[start:end] instead. float32 or float16 as stored; BF16 is widened to float32 (exactly).

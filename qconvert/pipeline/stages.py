@@ -46,7 +46,7 @@ def size_on_disk(path: Path) -> int:
 def parameter_count(model_dir: Path) -> int:
     from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 
-    return sum(int(np.prod(e.shape, dtype=np.int64)) for e in SafetensorsCheckpoint.open(model_dir).entries.values())
+    return SafetensorsCheckpoint.open(model_dir).n_parameters
 
 
 def weight_bytes(path: Path) -> int:
