@@ -14,6 +14,7 @@
 #include <stdlib.h>
 
 #include "fp16.h"
+#include "gptq.h"
 #include "quants.h"
 
 #define QC_MAX_THREADS 256
@@ -50,6 +51,7 @@ static const elem_format FMT_F32 = {'f', 4, "float32"};
 static const elem_format FMT_F16 = {'e', 2, "float16"};
 static const elem_format FMT_U8 = {'B', 1, "uint8"};
 static const elem_format FMT_U16 = {'H', 2, "uint16"};
+static const elem_format FMT_I32 = {'i', 4, "int32"};
 
 /* Whether a buffer's format string denotes `code` in native byte order and size: "f", "@f", "=f",
  * or "<f" on a little-endian host. NULL means unsigned bytes ("B"). */
@@ -311,10 +313,57 @@ done:
     return result;
 }
 
+/* ---- gptq_columns ------------------------------------------------------------------------------ */
+
+static PyObject *gptq_columns(PyObject *self, PyObject *args) {
+    PyObject *objs[7];
+    long long m_arg, n_out_arg;
+    float maxq;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOLLf", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6], &m_arg, &n_out_arg, &maxq))
+        return NULL;
+    Py_buffer v[7] = {{0}};
+    PyObject *result = NULL;
+    const Py_ssize_t m = as_ssize(m_arg, "m"), n_out = as_ssize(n_out_arg, "n_out");
+    if (m < 0 || n_out < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "m and n_out must be >= 0");
+        return NULL;
+    }
+    const Py_ssize_t rows = checked_mul(m, n_out), mm = checked_mul(m, m);
+    if (rows < 0 || mm < 0) {
+        PyErr_SetString(PyExc_OverflowError, "m·n_out does not fit in a Py_ssize_t");
+        return NULL;
+    }
+    if (get_buffer(objs[0], &v[0], 1, FMT_F32, rows, 4, "w") != 0 || get_buffer(objs[1], &v[1], 1, FMT_F32, rows, 4, "err") != 0 ||
+        get_buffer(objs[2], &v[2], 0, FMT_F32, mm, 4, "hinv") != 0 || get_buffer(objs[3], &v[3], 0, FMT_F32, m, 4, "inv_diag") != 0 ||
+        get_buffer(objs[4], &v[4], 0, FMT_F32, -1, 4, "scales") != 0 || get_buffer(objs[6], &v[6], 0, FMT_I32, m, 4, "grid_row") != 0)
+        goto done;
+    const Py_ssize_t k = n_out ? v[4].len / 4 / n_out : 0;
+    if (n_out && v[4].len / 4 != k * n_out) {
+        PyErr_Format(PyExc_ValueError, "scales buffer has %zd float32 items, not a multiple of n_out %zd", v[4].len / 4, n_out);
+        goto done;
+    }
+    if (get_buffer(objs[5], &v[5], 0, FMT_F32, k * n_out, 4, "zeros") != 0) goto done;
+    const int32_t *grid_row = (const int32_t *)v[6].buf;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (grid_row[i] < 0 || grid_row[i] >= k) {
+            PyErr_Format(PyExc_ValueError, "grid_row[%zd] = %d is outside the %zd grid rows", i, grid_row[i], k);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS qc_gptq_columns((float *)v[0].buf, (float *)v[1].buf, (const float *)v[2].buf, (const float *)v[3].buf,
+                                           (const float *)v[4].buf, (const float *)v[5].buf, grid_row, m, n_out, maxq);
+    Py_END_ALLOW_THREADS result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 7; i++)
+        if (v[i].obj) PyBuffer_Release(&v[i]);
+    return result;
+}
+
 static PyObject *abi_version(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return PyLong_FromLong(3);
+    return PyLong_FromLong(4);
 }
 
 static PyMethodDef methods[] = {
@@ -323,6 +372,7 @@ static PyMethodDef methods[] = {
     {"block_info", block_info, METH_VARARGS, "block_info(type) -> (name, block_elems, block_bytes)"},
     {"block_types", block_types, METH_NOARGS, "block_types() -> the type ids this module quantizes"},
     {"fp32_to_fp16_into", fp32_to_fp16_into, METH_VARARGS, "fp32_to_fp16_into(src, dst)"},
+    {"gptq_columns", gptq_columns, METH_VARARGS, "gptq_columns(w, err, hinv, inv_diag, scales, zeros, grid_row, m, n_out, maxq): one sub-block of GPTQ's column loop, in place"},
     {"abi_version", abi_version, METH_NOARGS, "ABI version of the native extension."},
     {NULL, NULL, 0, NULL},
 };

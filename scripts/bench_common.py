@@ -25,6 +25,7 @@ def run(cmd: list, log: Path, cwd: Path) -> None:
 def run_tool(cmd: list, out: Path, cwd: Path) -> dict:
     """Runs one tool's process, which writes out.json; its log goes to out.log."""
     result_json = out.with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     result_json.unlink(missing_ok=True)
     run(cmd, out.with_suffix(".log"), cwd)
     if not result_json.exists():
@@ -52,15 +53,19 @@ def require_peers(*names: str) -> None:
 
 
 def print_table(rows: list, calib: Path, reference: str) -> None:
-    """rows: (model, setting, tool, result, quality); ratios against the `reference` tool's s/layer."""
-    ours = {(m, s): r["seconds_per_layer"] for m, s, t, r, _ in rows if t == reference and "seconds_per_layer" in r}
-    print(f"\ncalibration: {calib.name}; threads {THREADS}; seconds per layer = quantization wall time / layers")
-    print(f"| model | setting | tool | s/layer | × {reference} | peak RSS MiB | ppl | KLD vs fp16 |")
-    print("|---|---|---|---|---|---|---|---|")
+    """rows: (model, setting, tool, result, quality); ratios against the `reference` tool's s/layer,
+    in wall time and in CPU time (user + system of the tool's process: steadier than wall time on a
+    machine with other work)."""
+    ours = {(m, s): r for m, s, t, r, _ in rows if t == reference and "seconds_per_layer" in r}
+    print(f"\ncalibration: {calib.name}; threads {THREADS}; seconds per layer = quantization wall (CPU) time / layers")
+    print(f"| model | setting | tool | s/layer | × {reference} | CPU s/layer | × (CPU) | peak RSS MiB | ppl | KLD vs fp16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model, setting, tool, r, q in rows:
-        spl = r.get("seconds_per_layer")
-        base = ours.get((model, setting))
-        ratio = f"{spl / base:.1f}" if spl and base else ""
+        base = ours.get((model, setting), {})
+        cells = []
+        for key in ("seconds_per_layer", "cpu_seconds_per_layer"):
+            value, ref = r.get(key), base.get(key)
+            cells += [f"{value:.2f}" if value else "", f"{value / ref:.1f}" if value and ref else ""]
         err = f" ({r['error'][:60]})" if "error" in r else ""
-        timing = f"{spl:.2f} | {ratio} | {r.get('peak_rss_mib', 0):.0f}" if spl else " | | "
-        print(f"| {model} | {setting} | {tool}{err} | {timing} | {q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |")
+        rss = f"{r['peak_rss_mib']:.0f}" if r.get("seconds_per_layer") else ""
+        print(f"| {model} | {setting} | {tool}{err} | {' | '.join(cells)} | {rss} | {q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |")

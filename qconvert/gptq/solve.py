@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from qconvert import _native
 from qconvert.errors import QConvertError
 from qconvert.gptq.config import BLOCK_SIZE, GPTQConfig
 from qconvert.gptq.grid import dequantize, grid_params, quantize_levels
@@ -94,12 +95,16 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfi
     wt = w.t().contiguous()
     del w
     n_groups = config.n_groups(n_in)
-    scales = torch.zeros(n_out, n_groups, dtype=torch.float32, device=wt.device)
-    zeros = torch.zeros_like(scales)
-    orig_col = perm.tolist() if perm is not None else range(n_in)
-    col_group = [0] * n_in  # the group of each processed column
-    scale = zero = None
-    group = 0
+    orig_col = perm if perm is not None else torch.arange(n_in, device=wt.device)
+    if fixed is not None:  # grid rows: (n_groups, out), and each processed column's group
+        grid_s = torch.stack([s for s, _ in fixed]).contiguous()
+        grid_z = torch.stack([z for _, z in fixed]).contiguous()
+        col_group = (orig_col // gs).int()
+    else:
+        grid_s = torch.zeros(n_groups, n_out, dtype=torch.float32, device=wt.device)
+        grid_z = torch.zeros_like(grid_s)
+        col_group = (torch.arange(n_in, device=wt.device) // gs).int()
+    columns = _columns_native if wt.device.type == "cpu" else _columns_torch
     for i1 in range(0, n_in, BLOCK_SIZE):
         i2 = min(i1 + BLOCK_SIZE, n_in)
         w1 = wt[i1:i2].clone()  # (b, out)
@@ -108,36 +113,40 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQConfi
         inv_diag = 1.0 / hinv1.diagonal()
         for j1 in range(0, i2 - i1, SUB_BLOCK):  # a second, inner level of lazy updates
             j2 = min(j1 + SUB_BLOCK, i2 - i1)
-            for i in range(j1, j2):
-                col = i1 + i
-                if fixed is not None:
-                    group = orig_col[col] // gs
-                    scale, zero = fixed[group]
-                elif col % gs == 0:
-                    group = col // gs  # the group lies in this block, its updates done: gs divides BLOCK_SIZE
-                    scale, zero = grid_params(w1[i : i + gs].t(), config.bits, config.sym)
-                    scales[:, group], zeros[:, group] = scale, zero
-                col_group[col] = group
-                q = dequantize(quantize_levels(w1[i], scale, zero, maxq), scale, zero)
-                err = (w1[i] - q) * inv_diag[i]
-                w1[i] = q
-                err1[i] = err
-                w1[i + 1 : j2].addr_(hinv1[i, i + 1 : j2], err, alpha=-1)
+            if fixed is None and (i1 + j1) % gs == 0:
+                # A group starts here and lies in this block, its updates done: gs is a multiple of
+                # SUB_BLOCK and divides BLOCK_SIZE.
+                group = (i1 + j1) // gs
+                grid_s[group], grid_z[group] = grid_params(w1[j1 : j1 + gs].t(), config.bits, config.sym)
+            columns(w1[j1:j2], err1[j1:j2], hinv1[j1:j2, j1:j2].contiguous(), inv_diag[j1:j2].contiguous(), grid_s, grid_z, col_group[i1 + j1 : i1 + j2], float(maxq))
             w1[j2:].addmm_(hinv1[j1:j2, j2:].t(), err1[j1:j2], alpha=-1)
         wt[i1:i2] = w1  # now the dequantized columns
         wt[i2:].addmm_(hinv[i1:i2, i2:].t(), err1, alpha=-1)
-    if fixed is not None:
-        scales = torch.stack([s for s, _ in fixed], dim=1)
-        zeros = torch.stack([z for _, z in fixed], dim=1)
+    scales, zeros = grid_s.t().contiguous(), grid_z.t().contiguous()  # (out, n_groups)
     # w_q = s·(level − z) exactly in float32 (an fp16 scale times a small integer), so the levels come back exactly
-    groups = torch.tensor(col_group, device=wt.device)
+    groups = col_group.long()
     levels = (torch.round(wt / scales[:, groups].t()) + zeros[:, groups].t()).t()  # (out, in), processed order
 
     g_idx = torch.empty(n_in, dtype=torch.int32, device=wt.device)
-    g_idx[torch.as_tensor(list(orig_col), device=wt.device)] = groups.int()
+    g_idx[orig_col] = col_group
     if perm is not None:
         levels = levels[:, torch.argsort(perm)]
     return GPTQResult(levels.int(), scales, zeros.int(), g_idx, damp)
+
+
+def _columns_torch(w: torch.Tensor, err: torch.Tensor, hinv: torch.Tensor, inv_diag: torch.Tensor, grid_s: torch.Tensor, grid_z: torch.Tensor, rows: torch.Tensor, maxq: float) -> None:
+    """One sub-block of the column loop, in place (native/gptq.h says what it does): for devices
+    the C kernel does not run on."""
+    for i in range(w.shape[0]):
+        scale, zero = grid_s[rows[i]], grid_z[rows[i]]
+        q = dequantize(quantize_levels(w[i], scale, zero, int(maxq)), scale, zero)
+        err[i] = (w[i] - q) * inv_diag[i]
+        w[i] = q
+        w[i + 1 :].addr_(hinv[i, i + 1 :], err[i], alpha=-1)
+
+
+def _columns_native(w: torch.Tensor, err: torch.Tensor, hinv: torch.Tensor, inv_diag: torch.Tensor, grid_s: torch.Tensor, grid_z: torch.Tensor, rows: torch.Tensor, maxq: float) -> None:
+    _native.gptq_columns(w.numpy(), err.numpy(), hinv.numpy(), inv_diag.numpy(), grid_s.numpy(), grid_z.numpy(), rows.numpy(), w.shape[0], w.shape[1], maxq)
 
 
 def round_to_nearest(weight: torch.Tensor, config: GPTQConfig) -> GPTQResult:

@@ -28,7 +28,7 @@ from qconvert.calib.store import CalibrationSet
 from qconvert.convert.arch import DecoderBlock
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.layerwise.heap import map_large_blocks, return_freed_memory
-from qconvert.layerwise.reuse import ChildOutputCache
+from qconvert.layerwise.reuse import OutputCache
 from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
         layer = skeleton.load_layer(index)
-        # one pass per stage in GPTQ's mode: children whose weights did not change are not rerun
-        cache = None if algorithm.propagate_original else ChildOutputCache(layer)
+        # one pass per stage in GPTQ's mode: modules whose weights did not change are not rerun
+        cache = None if algorithm.propagate_original else OutputCache(layer, block.linears)
         forward = partial(_forward, layer, index, inputs, cache)
         calls = LayerCalls([kwargs[index] for kwargs in inputs.kwargs], inputs.token_mask)
         try:
@@ -113,7 +113,7 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
         log.info("layer %d done, %.1f s so far", index, elapsed)
 
 
-def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: ChildOutputCache | None, b: int) -> torch.Tensor:
+def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: OutputCache | None, b: int) -> torch.Tensor:
     if cache is not None:
         cache.start_pass(b)
     out = layer(inputs.hidden[b], **inputs.kwargs[b][index])
@@ -123,13 +123,17 @@ def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: ChildOutp
 def _observe(
     layer: nn.Module, index: int, stage: Sequence[Group], inputs: LayerInputs, algorithm: LayerAlgorithm, forward: Callable[[int], torch.Tensor], keep_outputs: bool
 ) -> list[torch.Tensor] | None:
-    """One forward pass per batch with a hook on the first linear of each group. The pass stops once
-    all were seen, unless the layer's outputs are wanted (then they are returned)."""
+    """One forward pass per batch with a hook on every linear of each group: the first of them called
+    (the layer's code decides which) observes the group's input. The pass stops once all groups
+    were seen, before any of their linears ran, unless the layer's outputs are wanted (then they are
+    returned)."""
     seen: set[Group] = set()
     b = 0
 
     def hook_for(group: Group) -> Callable:
         def hook(module: nn.Module, args: tuple) -> None:
+            if group in seen:
+                return
             x = args[0]
             if x.dim() == 2:  # a routed expert's tokens, (n, width): all real
                 x, mask = x[None], torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device)
@@ -143,7 +147,7 @@ def _observe(
         return hook
 
     outputs = []
-    handles = [layer.get_submodule(group[0]).register_forward_pre_hook(hook_for(group)) for group in stage]
+    handles = [layer.get_submodule(name).register_forward_pre_hook(hook_for(group)) for group in stage for name in group]
     try:
         for b in range(len(inputs.hidden)):
             seen.clear()

@@ -121,7 +121,7 @@ def run(a, calib, dtype):
             smooth.append(time.perf_counter() - t)
             ends.append(time.perf_counter())
     AWQModifier.on_sequential_epoch_end = timed
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         oneshot(model=model, processor=tokenizer, dataset=dataset, recipe=[awq, quant],
                 pipeline="sequential", num_calibration_samples=ids.shape[0],
@@ -129,6 +129,7 @@ def run(a, calib, dtype):
     finally:
         AWQModifier.on_sequential_epoch_end = original
     seconds, rss = time.perf_counter() - t0, peak_rss_mib()  # before the dense export
+    cpu_seconds = time.process_time() - cpu0
     weights, was_on_grid = dequantized_weights(model)
     state = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
     model.save_pretrained(str(a.out), save_compressed=True)
@@ -171,7 +172,7 @@ def run(a, calib, dtype):
         "seconds_per_layer = seconds_total / n_layers; smooth_seconds_per_layer times AWQ's "
         "per-layer grid search and scaling; peak_rss_mib is read right after oneshot",
     ]
-    extra = {"peak_rss_mib": rss, "notes": notes,
+    extra = {"peak_rss_mib": rss, "cpu_seconds": cpu_seconds, "notes": notes,
              "smooth_seconds_per_layer": [round(s, 3) for s in smooth],
              # wall time from the previous layer's end (the first includes oneshot's set-up)
              "layer_wall_seconds": [round(e - s, 3) for s, e in zip(starts, ends)]}
@@ -212,7 +213,8 @@ def main():
         print(f"llm-compressor AWQ failed: {result['error']}", file=sys.stderr)
         sys.exit(2)
     result.update(version=version, seconds_total=round(seconds, 3),
-                  seconds_per_layer=round(seconds / n_layers, 3), settings=settings,
+                  seconds_per_layer=round(seconds / n_layers, 3),
+                  cpu_seconds_per_layer=round(extra.pop("cpu_seconds") / n_layers, 3), settings=settings,
                   patches=PATCHES, **extra)
     result["check"] = check_quantized(weights, {}, a.bits, a.group_size)
     write_dense(a.model, a.dense_out, dense_tensors(a.model, state, weights))

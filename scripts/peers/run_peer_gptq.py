@@ -162,9 +162,10 @@ def run_gptqmodel(a, calib, dtype):
                           offload_to_disk=False, device="cpu")
     model = GPTQModel.load(str(a.model), qcfg, dtype=dtype)
     examples = [{"input_ids": ids, "attention_mask": m} for ids, m in zip(*calib)]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     model.quantize(examples, batch_size=1)
     seconds = time.perf_counter() - t0
+    extra_cpu = time.process_time() - cpu0
     model.save(str(a.out))
     weights, g_idxs = unpack_gptq(a.out)
     settings = {"damp_auto_increment": qcfg.damp_auto_increment, "act_group_aware": False,
@@ -179,7 +180,7 @@ def run_gptqmodel(a, calib, dtype):
         solve[int(layer)] = solve.get(int(layer), 0.0) + float(t)
         if float(damp) != a.damp:
             settings.setdefault("damp_raised", []).append(f"layer {layer} {_module}: {damp}")
-    extra = {"solve_seconds_per_layer": [round(solve[k], 3) for k in sorted(solve)],
+    extra = {"cpu_seconds": extra_cpu, "solve_seconds_per_layer": [round(solve[k], 3) for k in sorted(solve)],
              "notes": ["act_group_aware (GAR) turned off to match plain GPTQ; GPTQModel's default "
                        "is on", "GPTQModel's own CPU default dtype is bfloat16 (--dtype auto)",
                        "a failed Cholesky is retried with damp raised by damp_auto_increment",
@@ -218,11 +219,12 @@ def run_llmcompressor(a, calib, dtype):
             solve.append(time.perf_counter() - t)
             ends.append(time.perf_counter())
     GPTQModifier.compress_modules = timed
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     oneshot(model=model, processor=tokenizer, dataset=dataset, recipe=recipe, pipeline="sequential",
             num_calibration_samples=ids.shape[0], max_seq_length=ids.shape[1],
             shuffle_calibration_samples=False)
     seconds = time.perf_counter() - t0
+    extra_cpu = time.process_time() - cpu0
     GPTQModifier.compress_modules = original
     # After oneshot each quantized Linear holds its fake-quantized (dequantized) weight.
     weights, g_idxs = {}, {}
@@ -247,7 +249,7 @@ def run_llmcompressor(a, calib, dtype):
              "the Hessian counts every position, attention_mask is not applied to it",
              "--desc-act maps to actorder='weight' (group 'dynamic' ordering is deprecated)",
              "seconds_per_layer = seconds_total / n_layers"]
-    extra = {"notes": notes, "solve_seconds_per_layer": [round(s, 3) for s in solve],
+    extra = {"cpu_seconds": extra_cpu, "notes": notes, "solve_seconds_per_layer": [round(s, 3) for s in solve],
              # wall time from the previous layer's end (the first includes oneshot's set-up)
              "layer_wall_seconds": [round(e - s, 3) for s, e in zip(starts, ends)]}
     return llmcompressor.__version__, seconds, settings, weights, g_idxs, extra
@@ -274,8 +276,9 @@ def main():
         a.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{a.tool} failed: {result['error']}", file=sys.stderr)
         sys.exit(2)
+    cpu = extra.pop("cpu_seconds")
     result.update(version=version, seconds_total=round(seconds, 3),
-                  seconds_per_layer=round(seconds / n_layers, 3), peak_rss_mib=peak_rss_mib(),
+                  seconds_per_layer=round(seconds / n_layers, 3), cpu_seconds_per_layer=round(cpu / n_layers, 3), peak_rss_mib=peak_rss_mib(),
                   settings=settings, **extra)
     result["check"] = check_quantized(weights, g_idxs, a.bits, a.group_size)
     tensors = original_tensors(a.model)

@@ -10,10 +10,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from tests.variants import copy_tokenizer
 
 
-def make_random_llama(dst: Path, hidden: int = 576, intermediate: int = 1536, layers: int = 2, heads: int = 9, kv_heads: int = 3, tied: bool = True, seed: int = 0) -> Path:
+def make_random_llama(dst: Path, hidden: int = 576, intermediate: int = 1536, layers: int = 2, heads: int = 9, kv_heads: int = 3, tied: bool = True, seed: int = 0, vocab: int = 4096) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=4096,
+        vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,

@@ -15,6 +15,7 @@ from qconvert.gptq.config import GPTQConfig
 from qconvert.gptq.grid import dequantize, grid_params, quantize_levels
 from qconvert.gptq.hessian import Hessian
 from qconvert.gptq.packing import dequantize_linear, pack_linear
+from qconvert.gptq import solve
 from qconvert.gptq.solve import gptq_quantize, inverse_hessian_factor, round_to_nearest
 from tests.gptq.unpack_reference import dequantize_reference
 
@@ -92,6 +93,20 @@ def test_solve_agrees_with_textbook_gptq(group_size):
     # float32 vs float64 arithmetic may tip a rare value to the neighbouring level
     assert (ours == reference).float().mean() > 0.995
     assert abs(_objective(w, ours, h) - _objective(w, reference, h)) < 0.02 * _objective(w, reference, h)
+
+
+@pytest.mark.parametrize("group_size, desc_act, static_groups", [(-1, False, False), (64, False, False), (64, True, False), (128, True, True)])
+def test_native_column_loop_matches_the_torch_one(monkeypatch, group_size, desc_act, static_groups):
+    """The C kernel (CPU) and the torch loop (other devices) quantize the same columns alike."""
+    w, h = _problem(96, 576, seed=11)
+    config = GPTQConfig(bits=4, group_size=group_size, desc_act=desc_act, static_groups=static_groups)
+    native = gptq_quantize(w, h, config)
+    monkeypatch.setattr(solve, "_columns_native", solve._columns_torch)
+    torch_loop = gptq_quantize(w, h, config)
+    assert torch.equal(native.g_idx, torch_loop.g_idx)
+    # the kernels may contract or order float ops differently: a rare value may tip to a neighbour level
+    assert (native.levels == torch_loop.levels).float().mean() > 0.998
+    assert abs(_objective(w, native.dequantized(), h) - _objective(w, torch_loop.dequantized(), h)) < 1e-3 * _objective(w, torch_loop.dequantized(), h)
 
 
 @pytest.mark.parametrize("bits", [3, 4])
