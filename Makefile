@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.qconvert-installed
 FIXTURE := tests/fixtures/tiny-qwen2
 DEMO_DIR := build/demo
 
-.PHONY: install llama-cpp demo test bench bench-quantize bench-gptq bench-awq peers asan-test fixture clean
+.PHONY: install llama-cpp demo test fuzz bench bench-quantize bench-gptq bench-awq bench-run peers asan-test fixture clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(PY):
 # The CPU torch build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(INSTALLED): $(PY) pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ray]'
 	touch $@
 
 # llama.cpp tools from the llama-cpp-python sdist, built once and cached per version.
@@ -31,11 +31,24 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-bench: bench-quantize bench-gptq bench-awq
+# The readers' fuzz corpus at thousands of cases per input kind (the suite runs 300), with a CLI
+# sample, then the README's table; another corpus with FUZZ_SEED=1, 2, ...
+FUZZ_CASES ?= 3000
+FUZZ_SEED ?= 0
+fuzz: install
+	QCONVERT_FUZZ_CASES=$(FUZZ_CASES) QCONVERT_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q tests/fuzz/test_readers.py tests/fuzz/test_cli_sample.py
+	$(PY) -m tests.fuzz.table build/fuzz
+
+bench: bench-quantize bench-gptq bench-awq bench-run
 
 # qconvert's quantizer against llama-quantize on this machine: times, peak RSS and their ratios.
 bench-quantize: install
 	$(PY) scripts/bench_quantize.py
+
+# `qconvert run` on the fixture's matrix (recipes/tiny-qwen2-matrix.toml): the local executor against a
+# local Ray instance with the same CPUs, per stage and for the whole run (Ray's overhead).
+bench-run: install
+	$(PY) scripts/bench_run.py
 
 # GPTQModel and llm-compressor, each in its own venv (they pin other torch/transformers versions).
 peers:

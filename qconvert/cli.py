@@ -152,7 +152,7 @@ def imatrix(model_dir: Path, calib_input: CalibInput, out: Path, device: str, co
 @click.option("--damp", type=float, default=0.01, show_default=True, help="Damping, as a fraction of the mean Hessian diagonal.")
 @click.option("--true-sequential/--no-true-sequential", default=True, show_default=True, help="Capture each sub-layer's inputs after the sub-layers before it are quantized.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the calibration forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively (CUDA, CPUs with AMX or AVX512-BF16), else float32. Hessians and the solve are float32.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the calibration forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively (CUDA, CPUs with AMX), else float32. Hessians and the solve are float32.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
 @click.option("--max-shard-size", default="4GB", show_default=True, help="Largest safetensors shard.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -235,10 +235,12 @@ def inspect(path: Path) -> None:
 
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), default=None, help="The run folder [default: runs/RECIPE_NAME].")
+@click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path), default=None, help="The run folder [default: runs/RECIPE_NAME]; with Ray, one every node sees at the same path.")
 @click.option("--force", "force", multiple=True, help="Rerun this stage (a name, or a kind: gguf, gptq, ...) and what depends on it; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Print the plan: which stages run and which are reused.")
-def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], dry_run: bool) -> None:
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="local: one stage at a time on this machine; ray: every stage a task on a Ray cluster (pip install 'qconvert[ray]').")
+@click.option("--ray-address", default=None, help="The Ray cluster: auto (the one started on this machine) or HOST:PORT of its head [default: a new Ray instance on this machine].")
+def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], dry_run: bool, executor: str, ray_address: str | None) -> None:
     """Run a release recipe (TOML): calibration, imatrix, GPTQ, AWQ, GGUF types, evaluation, report.
 
     Finished stages are kept under RUN_DIR and reused; a run cut short resumes where it stopped."""
@@ -246,9 +248,11 @@ def run(recipe: Path, run_dir: Path | None, force: tuple[str, ...], dry_run: boo
     from qconvert.pipeline.report import REPORT_MD
     from qconvert.pipeline.runner import run_recipe
 
+    if ray_address is not None and executor != "ray":
+        raise QConvertError("only with --executor ray", "--ray-address")
     loaded = load_recipe(recipe)
     run_dir = run_dir or Path("runs") / recipe.stem
-    run_recipe(loaded, run_dir, force, dry_run, progress=_progress(), echo=click.echo)
+    run_recipe(loaded, run_dir, force, dry_run, progress=_progress(), echo=click.echo, executor=executor, ray_address=ray_address)
     if not dry_run:
         click.echo("\n" + (run_dir / REPORT_MD).read_text())
         click.echo(f"report: {run_dir / REPORT_MD}")

@@ -3,8 +3,15 @@
 Every mistake is one QConvertError naming the recipe key: an unknown key (with the nearest valid
 one), a value of the wrong type, a missing model or file, a bad file type or GPTQ/AWQ setting.
 Relative paths are relative to the recipe file.
+
+A recipe names one model (`[model]`) or several (`[[models]]`, a release matrix): each entry of
+`[[models]]` has the keys of `[model]` and may override the top-level calibration, gguf, gptq,
+awq and run tables for itself (a table merges key by key; `gptq = []`, `gguf = false` or
+`awq = false` drops that format for the model). Evaluation is the same for every model, so that
+the report compares like with like.
 """
 
+import dataclasses
 import difflib
 import sys
 import types
@@ -27,6 +34,7 @@ DEFAULT_EVAL_TEXT = REPO_ROOT / "calibration" / "eval" / "heldout-en.txt"
 class ModelSection:
     path: Path  # a Hugging Face model folder (config.json and safetensors)
     name: str = ""  # how artefacts are named; default: the folder's name
+    variant: str = ""  # [[models]] only: tells apart entries of one model (same name), e.g. two GPTQ settings
 
 
 @dataclass(frozen=True)
@@ -96,11 +104,30 @@ class Recipe:
         return self.model.name or self.model.path.name
 
     @property
+    def label(self) -> str:
+        """The model's prefix of stage names in a release matrix: NAME, or NAME+VARIANT."""
+        return self.name + (f"+{self.model.variant}" if self.model.variant else "")
+
+    @property
     def needs_calibration(self) -> bool:
         imatrix = self.gguf is not None and self.gguf.imatrix is not False
         return imatrix or bool(self.gptq) or self.awq is not None
 
 
+@dataclass(frozen=True)
+class Release:
+    """A whole recipe file: its models, each resolved into a Recipe of its own."""
+
+    path: Path
+    recipes: list[Recipe]
+    matrix: bool = False  # [[models]]: stage and artefact names carry each model's label
+
+    @property
+    def name(self) -> str:
+        return self.recipes[0].name if not self.matrix else ", ".join(r.label for r in self.recipes)
+
+
+OVERRIDABLE = ("calibration", "gguf", "gptq", "awq", "run")  # what a [[models]] entry may set for itself
 SECTIONS = {"model": ModelSection, "calibration": CalibrationSection, "gguf": GGUFSection, "gptq": GPTQSection, "awq": AWQSection, "eval": EvalSection, "run": RunSection}
 
 
@@ -151,7 +178,8 @@ def _unknown_key(key: str, valid: list[str], where: str) -> QConvertError:
     return QConvertError(f"unknown key {key!r}", where, hint)
 
 
-def _section(cls: type, table: object, where: str, base: Path) -> object:
+def _section(cls: type, table: object, where: str, base: Path, defaults: object = None) -> object:
+    """The table as a `cls`; with `defaults` (an instance), the table overrides its values key by key."""
     if not isinstance(table, dict):
         raise QConvertError(f"must be a table ([{where.split(': ', 1)[-1]}]), not {type(table).__name__}", where)
     hints = typing.get_type_hints(cls)
@@ -161,59 +189,68 @@ def _section(cls: type, table: object, where: str, base: Path) -> object:
         if key not in valid:
             raise _unknown_key(key, valid, where)
         values[key] = _convert(value, hints[key], f"{where}.{key}", base)
+    if defaults is not None:
+        return dataclasses.replace(defaults, **values)
     for f in fields(cls):
         if f.name not in values and f.default is MISSING and f.default_factory is MISSING:
             raise QConvertError(f"missing key {f.name!r}", where)
     return cls(**values)
 
 
-def _check(recipe: Recipe, where: str) -> None:
-    """What the types alone don't catch: files that must exist, and values the stages would refuse."""
+def _gptq_sections(table: object, where: str, base: Path) -> list[GPTQSection]:
+    tables = table if isinstance(table, list) else [table]  # [gptq] once, or [[gptq]] per setting
+    return [_section(GPTQSection, t, f"{where}[{i}]", base) for i, t in enumerate(tables)]
+
+
+def _check(recipe: Recipe, where: str, prefix: str = "") -> None:
+    """What the types alone don't catch: files that must exist, and values the stages would refuse.
+    `prefix` ("models[1].") names a [[models]] entry in the errors."""
     from qconvert.quant.file_types import parse_file_type
 
     model = recipe.model.path
     if not (model / "config.json").is_file():
-        raise QConvertError(f"no Hugging Face model folder (with config.json) at {model}", f"{where}: model.path", "give the folder of a safetensors checkpoint")
+        raise QConvertError(f"no Hugging Face model folder (with config.json) at {model}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
+    at = f"{where}: {prefix}"  # the start of every key in the errors below
     calibration = recipe.calibration
     for key, path in [("calibration.file", calibration.file), *((f"calibration.sources[{i}]", p) for i, p in enumerate(calibration.sources)), ("eval.text", recipe.eval.text)]:
         if path is not None and not path.exists():
-            raise QConvertError(f"no such file or folder: {path}", f"{where}: {key}")
+            raise QConvertError(f"no such file or folder: {path}", f"{at}{key}")
     if calibration.file is not None and calibration.sources:
-        raise QConvertError("give either a calibration file or sources, not both", f"{where}: calibration")
+        raise QConvertError("give either a calibration file or sources, not both", f"{at}calibration")
     if calibration.mode not in ("concat", "samples"):
-        raise QConvertError(f"unknown mode {calibration.mode!r}", f"{where}: calibration.mode", "choose concat or samples")
+        raise QConvertError(f"unknown mode {calibration.mode!r}", f"{at}calibration.mode", "choose concat or samples")
     for key in ("n_samples", "seqlen"):
         if getattr(calibration, key) < 1:
-            raise QConvertError("must be at least 1", f"{where}: calibration.{key}")
+            raise QConvertError("must be at least 1", f"{at}calibration.{key}")
     if recipe.gguf is not None:
         if recipe.gguf.imatrix not in (True, False, "both"):
-            raise QConvertError(f"must be true, false or \"both\", not {recipe.gguf.imatrix!r}", f"{where}: gguf.imatrix")
+            raise QConvertError(f"must be true, false or \"both\", not {recipe.gguf.imatrix!r}", f"{at}gguf.imatrix")
         if not recipe.gguf.types:
-            raise QConvertError("lists no types", f"{where}: gguf.types", "name at least one, e.g. [\"q4_k_m\"]")
+            raise QConvertError("lists no types", f"{at}gguf.types", "name at least one, e.g. [\"q4_k_m\"]")
     gguf_types = [(f"gguf.types[{i}]", t) for i, t in enumerate(recipe.gguf.types if recipe.gguf else [])]
     gguf_types += [(f"awq.gguf_types[{i}]", t) for i, t in enumerate(recipe.awq.gguf_types if recipe.awq else [])]
     seen: dict[str, str] = {}
     for key, text in gguf_types:
-        parse_file_type(text, f"{where}: {key}")
+        parse_file_type(text, f"{at}{key}")
         same = seen.setdefault(f"{key.split('[')[0]}:{text.lower()}", key)
         if same != key:
-            raise QConvertError(f"repeats {same}", f"{where}: {key}", "name each type once")
+            raise QConvertError(f"repeats {same}", f"{at}{key}", "name each type once")
     settings = [(s.bits, s.group_size, s.sym, s.desc_act, s.static_groups, s.damp) for s in recipe.gptq]
     for i, setting in enumerate(settings):
         if settings.index(setting) != i:
-            raise QConvertError(f"repeats gptq[{settings.index(setting)}]", f"{where}: gptq[{i}]", "give each setting once")
+            raise QConvertError(f"repeats gptq[{settings.index(setting)}]", f"{at}gptq[{i}]", "give each setting once")
     for i, section in enumerate(recipe.gptq):
-        _check_config(lambda s=section: _gptq_config(s), f"{where}: gptq[{i}]")
+        _check_config(lambda s=section: _gptq_config(s), f"{at}gptq[{i}]")
     if recipe.awq is not None:
         if recipe.awq.packed:
-            _check_config(lambda: _awq_config(recipe.awq), f"{where}: awq")
+            _check_config(lambda: _awq_config(recipe.awq), f"{at}awq")
         elif not recipe.awq.gguf_types:
-            raise QConvertError("asks for nothing: packed = false and no gguf_types", f"{where}: awq")
+            raise QConvertError("asks for nothing: packed = false and no gguf_types", f"{at}awq")
     if recipe.run.device not in ("cpu", "cuda"):
-        raise QConvertError(f"unknown device {recipe.run.device!r}", f"{where}: run.device", "choose cpu or cuda")
+        raise QConvertError(f"unknown device {recipe.run.device!r}", f"{at}run.device", "choose cpu or cuda")
     if recipe.eval.ctx < 8 or recipe.eval.ctx % 2 or recipe.eval.chunks < 0 or recipe.run.threads < 0:
         bad = "eval.ctx" if recipe.eval.ctx < 8 or recipe.eval.ctx % 2 else "eval.chunks" if recipe.eval.chunks < 0 else "run.threads"
-        raise QConvertError("out of range (ctx: an even number of at least 8; chunks and threads: 0 or more)", f"{where}: {bad}")
+        raise QConvertError("out of range (ctx: an even number of at least 8; chunks and threads: 0 or more)", f"{at}{bad}")
 
 
 def _gptq_config(section: GPTQSection):
@@ -237,7 +274,44 @@ def _check_config(make, where: str) -> None:
         raise QConvertError(exc.what, f"{where}.{key}" if key else where, exc.hint) from None
 
 
-def load_recipe(path: Path) -> Recipe:
+def _model_entries(raw: object, top: dict[str, object], where: str, base: Path) -> list[Recipe]:
+    """[[models]]: each entry a ModelSection's keys plus its own overrides of the top-level tables."""
+    if not isinstance(raw, list) or not raw or not all(isinstance(m, dict) for m in raw):
+        raise QConvertError("must be a non-empty array of tables ([[models]] with path = ...)", f"{where}: models")
+    valid = [f.name for f in fields(ModelSection)] + list(OVERRIDABLE)
+    recipes, labels = [], {}
+    for i, entry in enumerate(raw):
+        at = f"{where}: models[{i}]"
+        for key in entry:
+            if key == "eval":
+                raise QConvertError("evaluation is the same for every model", f"{at}.eval", "set [eval] at the top level")
+            if key not in valid:
+                raise _unknown_key(key, valid, at)
+        model = _section(ModelSection, {k: v for k, v in entry.items() if k not in OVERRIDABLE}, at, base)
+        sections = dict(top)
+        for key in OVERRIDABLE:
+            if key not in entry:
+                continue
+            value = entry[key]
+            if key == "gptq":
+                sections[key] = _gptq_sections(value, f"{at}.gptq", base) if value != [] else []
+            elif value is False and key in ("gguf", "awq"):
+                sections[key] = None
+            else:
+                sections[key] = _section(SECTIONS[key], value, f"{at}.{key}", base, defaults=top.get(key) or None)
+        recipe = Recipe(path=Path(where).absolute(), model=model, **sections)
+        for key, text in (("name", recipe.name), ("variant", model.variant)):
+            if "/" in text or text.startswith("."):
+                raise QConvertError(f"{text!r} cannot name a folder (no '/', no leading '.')", f"{at}.{key}")
+        if recipe.label in labels:
+            raise QConvertError(f"repeats models[{labels[recipe.label]}] ({recipe.label!r})", at, "give it another name, or a variant = \"...\"")
+        labels[recipe.label] = i
+        _check(recipe, where, f"models[{i}].")
+        recipes.append(recipe)
+    return recipes
+
+
+def load_recipe(path: Path) -> Release:
     path = Path(path)
     where = str(path)
     try:
@@ -250,17 +324,22 @@ def load_recipe(path: Path) -> Recipe:
         raise QConvertError(f"not valid TOML: {exc}", path) from None
     base = path.absolute().parent
     for key in raw:
-        if key not in SECTIONS:
-            raise _unknown_key(key, list(SECTIONS), where)
-    if "model" not in raw:
-        raise QConvertError("missing the [model] table", where, 'add [model] with path = "MODEL_DIR"')
+        if key not in SECTIONS and key != "models":
+            raise _unknown_key(key, [*SECTIONS, "models"], where)
+    if "model" not in raw and "models" not in raw:
+        raise QConvertError("missing the [model] table", where, 'add [model] with path = "MODEL_DIR", or a [[models]] table per model')
+    if "model" in raw and "models" in raw:
+        raise QConvertError("has both [model] and [[models]]", where, "name one model in [model], or every model in [[models]]")
     sections = {}
     for key, table in raw.items():
         if key == "gptq":
-            tables = table if isinstance(table, list) else [table]  # [gptq] once, or [[gptq]] per setting
-            sections[key] = [_section(GPTQSection, t, f"{where}: gptq[{i}]", base) for i, t in enumerate(tables)]
-        else:
+            sections[key] = _gptq_sections(table, f"{where}: gptq", base)
+        elif key != "models":
             sections[key] = _section(SECTIONS[key], table, f"{where}: {key}", base)
+    if "models" in raw:
+        return Release(path.absolute(), _model_entries(raw["models"], sections, where, base), matrix=True)
+    if sections["model"].variant:
+        raise QConvertError("a variant only tells apart entries of [[models]]", f"{where}: model.variant")
     recipe = Recipe(path=path.absolute(), **sections)
     _check(recipe, where)
-    return recipe
+    return Release(path.absolute(), [recipe])

@@ -1,5 +1,6 @@
 """The run's report: one row per artefact with what its stages measured, as report.json,
-report.md and report.png (KL divergence against size on disk), all in RUN_DIR.
+report.md and report.png (KL divergence against size on disk), all in RUN_DIR; then every stage
+with the node it ran on, its attempts, wall time, peak RSS and the memory it was estimated to need.
 
 GGUF rows are measured by llama-perplexity with the f16 GGUF as the KLD base; HF rows (the model
 itself, GPTQ, AWQ) by the torch method that matches it, with the original model as the base.
@@ -11,7 +12,7 @@ from pathlib import Path
 from qconvert.errors import QConvertError
 from qconvert.outputs import atomic_output
 from qconvert.pipeline.plan import Stage
-from qconvert.pipeline.recipe import Recipe
+from qconvert.pipeline.recipe import Release
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 MIB = 1 << 20
@@ -34,26 +35,31 @@ def _row(name: str, artefact: dict | None, evaluation: dict, run_dir: Path) -> d
     return row
 
 
-def collect(recipe: Recipe, plan: list[Stage], run_dir: Path) -> dict:
+def collect(release: Release, plan: list[Stage], run_dir: Path) -> dict:
     from qconvert.pipeline.runner import read_record
     from qconvert.pipeline.stages import bits_per_weight, size_on_disk
 
+    by_name = {s.name: s for s in plan}
     records = {s.name: read_record(run_dir, s) for s in plan if s.kind != "source"}
     rows = []
     for stage in plan:
         if stage.kind != "eval":
             continue
         upstream = stage.inputs["model"]
-        if upstream == "model":  # the original checkpoint
-            row = _row("hf", None, records[stage.name], run_dir)
-            size = sum(size_on_disk(p) for p in recipe.model.path.glob("*.safetensors"))
-            row |= {"path": str(recipe.model.path), "size_mib": round(size / MIB, 3), "bits_per_weight": round(bits_per_weight(recipe.model.path, recipe.model.path), 3)}
+        if by_name[upstream].kind == "source":  # the original checkpoint: "hf", or "LABEL/hf" in a matrix
+            model = Path(by_name[upstream].options["path"])
+            row = _row(upstream.removesuffix("model") + "hf", None, records[stage.name], run_dir)
+            size = sum(size_on_disk(p) for p in model.glob("*.safetensors"))
+            row |= {"path": str(model), "size_mib": round(size / MIB, 3), "bits_per_weight": round(bits_per_weight(model, model), 3)}
             rows.append(row)
         else:
             rows.append(_row(upstream, records[upstream], records[stage.name], run_dir))
-    stages = [{"stage": name, "kind": r["kind"], "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"]} for name, r in records.items()]
-    e = recipe.eval
-    return {"recipe": str(recipe.path), "model": recipe.name, "eval": {"text": str(e.text), "ctx": e.ctx, "chunks": e.chunks}, "rows": rows, "stages": stages}
+    stages = [
+        {"stage": name, "kind": r["kind"], "node": r.get("node"), "attempts": r.get("attempts", 1), "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"], "memory_estimate_mib": r.get("memory_estimate_mib")}
+        for name, r in records.items()
+    ]
+    e = release.recipes[0].eval
+    return {"recipe": str(release.path), "model": release.name, "eval": {"text": str(e.text), "ctx": e.ctx, "chunks": e.chunks}, "rows": rows, "stages": stages}
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -75,8 +81,10 @@ def render_markdown(report: dict) -> str:
         top = None if r["same_top_p"] is None else 100 * r["same_top_p"]
         cells = [r["artefact"], r["engine"], _fmt(r.get("size_mib"), ".2f"), _fmt(r.get("bits_per_weight"), ".2f"), _fmt(r["ppl"], ".4f"), _fmt(r["ppl_err"], ".4f"), _fmt(r["kld"], ".3e"), _fmt(top, ".2f") + ("%" if top is not None else ""), _fmt(r.get("time_s"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| stage | kind | wall s | peak RSS MiB |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['kind']} | {s['wall_s']:.1f} | {s['peak_rss_mib']:.0f} |" for s in report["stages"]]
+    lines += ["", "| stage | kind | node | attempts | wall s | peak RSS MiB | estimate MiB |", "|---|---|---|---|---|---|---|"]
+    for s in report["stages"]:
+        estimate = s.get("memory_estimate_mib")
+        lines.append(f"| {s['stage']} | {s['kind']} | {s.get('node') or ''} | {s.get('attempts', 1)} | {s['wall_s']:.1f} | {s['peak_rss_mib']:.0f} | {'' if estimate is None else estimate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,8 +111,8 @@ def _plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(recipe: Recipe, plan: list[Stage], run_dir: Path) -> dict:
-    report = collect(recipe, plan, run_dir)
+def write_report(release: Release, plan: list[Stage], run_dir: Path) -> dict:
+    report = collect(release, plan, run_dir)
     with atomic_output(run_dir / REPORT_JSON, force=True) as tmp:
         tmp.write_text(json.dumps(report, indent=1))
     with atomic_output(run_dir / REPORT_MD, force=True) as tmp:

@@ -1,6 +1,9 @@
 """Bad recipes: each mistake is one error line naming the key, exit code 2, and nothing started
 (no run folder made)."""
 
+import json
+import shutil
+
 import pytest
 
 from tests.conftest import FIXTURE, run_cli
@@ -11,6 +14,18 @@ path = "{FIXTURE}"
 
 [gguf]
 types = ["q4_0"]
+"""
+
+MATRIX = f"""
+[gguf]
+types = ["q4_0"]
+
+[[models]]
+path = "{FIXTURE}"
+
+[[models]]
+path = "{FIXTURE}"
+variant = "g32"
 """
 
 MISTAKES = [
@@ -34,6 +49,16 @@ MISTAKES = [
     (GOOD + "[gptq\n", "not valid TOML"),
     (GOOD.replace('["q4_0"]', '["q4_0", "Q4_0"]'), "gguf.types[1]: repeats gguf.types[0]"),
     (GOOD + '[[gptq]]\nbits = 4\n[[gptq]]\ngroup_size = 128\n', "gptq[1]: repeats gptq[0]"),
+    # release matrices: [[models]], each entry with its own overrides
+    (GOOD + f'[[models]]\npath = "{FIXTURE}"\n', "has both [model] and [[models]]"),
+    (MATRIX + 'pth = "x"\n', "models[1]: unknown key 'pth' (did you mean 'path'?)"),
+    (MATRIX.replace('variant = "g32"\n', ""), "models[1]: repeats models[0] ('tiny-qwen2')"),
+    (MATRIX + "gptq = [{ bits = 5 }]\n", "models[1].gptq[0].bits: unsupported bits 5"),
+    (MATRIX + 'gguf = { types = ["q4_z"] }\n', "models[1].gguf.types[0]: unknown type 'q4_z'"),
+    (MATRIX + "[models.eval]\nctx = 64\n", "models[1].eval: evaluation is the same for every model"),
+    (MATRIX.replace('variant = "g32"', 'name = "a/b"'), "models[1].name: 'a/b' cannot name a folder"),
+    (MATRIX.replace(str(FIXTURE), "/no/such/model", 1), "models[0].path: no Hugging Face model folder"),
+    (GOOD.replace("[model]", "[model]\nvariant = \"x\""), "model.variant: a variant only tells apart entries of [[models]]"),
 ]
 
 
@@ -104,3 +129,53 @@ def test_one_run_at_a_time_per_folder(tmp_path):
         result = run_cli("run", recipe, "-o", tmp_path / "run")
     assert result.rc == 2 and "another `qconvert run` is using this run folder" in result.stderr, result.stderr
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+
+
+def test_matrix_plan_shares_stages_by_key(tmp_path):
+    """A variant of one model shares everything but its own settings; another model with the same
+    tokenizer shares the calibration set only; one with another tokenizer shares nothing."""
+    from qconvert.pipeline.plan import build_plan
+    from qconvert.pipeline.recipe import load_recipe
+
+    sibling, stranger = tmp_path / "sibling", tmp_path / "stranger"
+    for folder in (sibling, stranger):
+        shutil.copytree(FIXTURE, folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}))  # other "weights"
+    tokenizer = json.loads((stranger / "tokenizer_config.json").read_text())
+    (stranger / "tokenizer_config.json").write_text(json.dumps({**tokenizer, "chat_template": "{{ messages }}"}))
+    recipe = tmp_path / "matrix.toml"
+    recipe.write_text(f"""
+[calibration]
+n_samples = 16
+seqlen = 64
+[gguf]
+types = ["q4_0"]
+imatrix = true
+[[gptq]]
+group_size = 64
+[[models]]
+path = "{FIXTURE}"
+name = "tiny"
+[[models]]
+path = "{FIXTURE}"
+name = "tiny"
+variant = "g32"
+gptq = [{{ group_size = 32 }}]
+gguf = false
+[[models]]
+path = "{sibling}"
+gptq = []
+[[models]]
+path = "{stranger}"
+gptq = []
+""")
+    release = load_recipe(recipe)
+    assert [r.label for r in release.recipes] == ["tiny", "tiny+g32", "sibling", "stranger"]
+    assert release.recipes[1].gguf is None and release.recipes[1].gptq[0].group_size == 32 and release.recipes[1].calibration.n_samples == 16
+    work = {s.name: s for s in build_plan(release) if s.kind != "source"}
+    assert sorted(n for n in work if n.startswith("tiny+g32/")) == ["tiny+g32/eval-gptq-w4-g32", "tiny+g32/gptq-w4-g32"]
+    assert work["tiny+g32/gptq-w4-g32"].inputs["calibration"] == "tiny/calibration"
+    assert "sibling/calibration" not in work and work["sibling/imatrix"].inputs["calibration"] == "tiny/calibration"
+    assert "sibling/gguf-f16" in work and "stranger/calibration" in work
+    assert len({s.key for s in work.values()}) == len(work)
