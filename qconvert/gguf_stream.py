@@ -105,7 +105,7 @@ def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
                 ) from None
             if importance is not None and t.out_type in kernels.WEIGHTED_TYPES:
                 _check_finite(encoded, t, a)
-            encoded.tofile(fout)
+            fout.write(memoryview(np.ascontiguousarray(encoded)).cast("B"))  # not tofile: its short write has no errno
         bar.update((end - start) * t.row_len)
     w.write_padding(fout, t.n_rows * t.row_bytes)
 

@@ -4,44 +4,43 @@
 from collections import Counter
 from pathlib import Path
 
-from gguf import GGUFReader, GGUFValueType
+import numpy as np
+from gguf import GGUFValueType
 
 from qconvert.errors import QConvertError
+from qconvert.gguf_read import KV, read_gguf_header
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 
 _MAX_ARRAY_SHOWN = 5
+_MAX_CHARS = 80
 
 
-def _field_value(field) -> str:
-    types = field.types
-    if not types:
-        return "?"
-    if types[0] == GGUFValueType.ARRAY:
-        n = len(field.data)
-        items = [field.contents(i) for i in range(min(n, _MAX_ARRAY_SHOWN))]
-        more = ", ..." if n > _MAX_ARRAY_SHOWN else ""
-        return f"[{n} items] [{', '.join(repr(x) for x in items)}{more}]"
-    value = field.contents()
-    if isinstance(value, str) and len(value) > 80:
-        return repr(value[:77] + "...")
+def _show(value, vtype: GGUFValueType) -> str:
+    if vtype == GGUFValueType.FLOAT32:
+        return str(np.float32(value))  # the shortest text that reads back as the same float32
+    if isinstance(value, str) and len(value) > _MAX_CHARS:
+        return repr(value[: _MAX_CHARS - 3] + "...")
     return repr(value)
 
 
+def _kv_value(kv: KV) -> str:
+    if kv.type != GGUFValueType.ARRAY:
+        return _show(kv.value, kv.type)
+    n = len(kv.value)
+    items = ", ".join(_show(x, kv.sub_type) for x in kv.value[:_MAX_ARRAY_SHOWN])
+    return f"[{n} items] [{items}{', ...' if n > _MAX_ARRAY_SHOWN else ''}]"
+
+
 def describe_gguf(path: Path) -> list[str]:
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError) as exc:
-        raise QConvertError(f"not a readable GGUF file: {exc}", path) from exc
-    lines = [f"GGUF {path} ({path.stat().st_size:,} bytes)", "", "metadata:"]
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF."):
-            continue
-        lines.append(f"  {name} = {_field_value(field)}")
-    lines += ["", f"tensors ({len(reader.tensors)}):", f"  {'name':<32} {'shape':<16} {'type':<6} {'bytes':>12}"]
-    for t in reader.tensors:
-        shape = "x".join(str(int(d)) for d in t.shape)  # GGUF order: ne0 (row length) first; a third: the experts
-        lines.append(f"  {t.name:<32} {shape:<16} {t.tensor_type.name:<6} {int(t.n_bytes):>12,}")
+    """Through qconvert's own reader, the one `quantize` uses: a damaged file is one clear error."""
+    header = read_gguf_header(path)
+    lines = [f"GGUF {path} ({header.file_size:,} bytes, version {header.version})", "", "metadata:"]
+    lines += [f"  {name} = {_kv_value(kv)}" for name, kv in header.kv.items()]
+    lines += ["", f"tensors ({len(header.tensors)}):", f"  {'name':<32} {'shape':<16} {'type':<6} {'bytes':>12}"]
+    for t in header.tensors:
+        shape = "x".join(str(d) for d in reversed(t.shape))  # GGUF order: ne0 (row length) first; a third: the experts
+        lines.append(f"  {t.name:<32} {shape:<16} {t.type.name:<6} {t.n_bytes:>12,}")
     return lines
 
 
@@ -81,9 +80,17 @@ def describe_hf(model_dir: Path) -> list[str]:
     return lines
 
 
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 def describe(path: Path) -> list[str]:
     path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    if path.is_file() and (path.suffix.lower() == ".gguf" or _starts_with(path, b"GGUF")):
         return describe_gguf(path)
     if path.is_file() and path.suffix.lower() == ".safetensors":
         from qconvert.inspect_calib import describe_calibration

@@ -4,6 +4,7 @@ An existing output is refused unless `force` is set; on any failure or Ctrl-C th
 removed, so a run never leaves a partial output behind.
 """
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,6 +27,30 @@ def check_output_path(path: Path, force: bool, folder: bool = False) -> None:
         raise QConvertError("output directory is not writable", parent, "choose another output path")
 
 
+# Write errors that mean the disk (or a quota, or a file-size limit) is full: the error says so.
+_NO_SPACE = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large (a file-size limit or the filesystem's)"}
+
+
+def _disk_full(exc: OSError, path: Path) -> bool:
+    """A short write with no errno (numpy's tofile: "N requested and M written") on a filesystem
+    with (almost) nothing free is a full disk too."""
+    if exc.errno is not None or "written" not in str(exc):
+        return False
+    try:
+        return shutil.disk_usage(path.absolute().parent).free < 1 << 20
+    except OSError:
+        return False
+
+
+def write_error(exc: OSError, path: Path) -> QConvertError:
+    """The one-line error for an OSError met while writing the output `path` (its partial files are removed)."""
+    if _disk_full(exc, path):
+        return QConvertError(f"cannot write output: no space left on the device ({exc}); nothing was kept", path, "free disk space or write the output elsewhere, then run again")
+    if exc.errno in _NO_SPACE:
+        return QConvertError(f"cannot write output: {_NO_SPACE[exc.errno]}; nothing was kept", path, "free disk space or write the output elsewhere, then run again")
+    return QConvertError(f"cannot write output: {exc.strerror or exc}", path, "check the path and free disk space")
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; it becomes `path` only if the block completes."""
@@ -36,7 +61,7 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        raise QConvertError(f"cannot write output: {exc.strerror or exc}", path, "check the path and free disk space") from exc
+        raise write_error(exc, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -56,7 +81,7 @@ def atomic_output_dir(path: str | os.PathLike, force: bool = False) -> Iterator[
             os.replace(path, old)
         os.replace(tmp, path)
     except OSError as exc:
-        raise QConvertError(f"cannot write output: {exc.strerror or exc}", path, "check the path and free disk space") from exc
+        raise write_error(exc, path) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

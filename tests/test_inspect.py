@@ -1,5 +1,9 @@
 """`qconvert inspect` on a GGUF file and on an HF folder."""
 
+import struct
+
+import pytest
+
 from tests.conftest import FIXTURE, run_cli
 
 
@@ -25,3 +29,47 @@ def test_inspect_hf_folder_shows_architecture_and_tensors():
 def test_inspect_something_else_is_a_clear_error(tmp_path):
     result = run_cli("inspect", tmp_path / "nothing")
     assert result.rc == 2 and "nothing to inspect" in result.stderr
+
+
+def _first_string_length_offset(data: bytes) -> int:
+    """Offset of the first metadata key's u64 length, right after the 24-byte GGUF header."""
+    assert data[:4] == b"GGUF"
+    return 24
+
+
+def test_inspect_reads_gguf_with_qconverts_own_reader(fixture_f16, monkeypatch):
+    """Not gguf-py's GGUFReader, which ends in an IndexError on a damaged length (issue 15)."""
+    import gguf
+
+    from qconvert.inspect_model import describe
+
+    monkeypatch.setattr(gguf, "GGUFReader", None)
+    lines = describe(fixture_f16)
+    assert any("tokenizer.ggml.tokens = [4096 items]" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("string length", 2**40, "past the end of the file"),  # the issue's example
+        ("tensor count", 2**63, "more than the file"),
+        ("metadata count", 2**64 - 1, "more than the file"),
+    ],
+)
+def test_inspect_damaged_gguf_is_one_clear_line(tmp_path, fixture_f16, field, value, message):
+    data = bytearray(fixture_f16.read_bytes()[: 1 << 20])  # the header and some data: a truncated copy
+    offset = {"string length": _first_string_length_offset(data), "tensor count": 8, "metadata count": 16}[field]
+    struct.pack_into("<Q", data, offset, value)
+    path = tmp_path / "damaged.gguf"
+    path.write_bytes(bytes(data))
+    result = run_cli("inspect", path)
+    assert result.rc == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], result.stderr
+
+
+def test_inspect_truncated_gguf_names_where(tmp_path, fixture_f16):
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(fixture_f16.read_bytes()[:5000])
+    result = run_cli("inspect", path)
+    assert result.rc == 2 and "truncated GGUF" in result.stderr and "at byte" in result.stderr, result.stderr

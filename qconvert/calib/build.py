@@ -55,7 +55,7 @@ from qconvert.calib.types import (
     SourceSpec,
     TokenizerInfo,
 )
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, caused_by_interrupt
 from qconvert.outputs import check_output_path
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,17 @@ def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     transformers.logging.set_verbosity_error()  # documents are tokenized whole on purpose
+    if (model_dir / "tokenizer.json").is_file():  # what would abort the process inside tokenizers, refused first
+        from qconvert.hf.tokenizer import _load_json, check_rust_safe
+
+        check_rust_safe(_load_json(model_dir / "tokenizer.json"), model_dir / "tokenizer.json")
     try:
         return AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError, TypeError) as exc:
-        raise QConvertError(f"transformers cannot load the tokenizer: {exc}".splitlines()[0], model_dir) from exc
+    except Exception as exc:  # noqa: BLE001 - damaged tokenizer files fail anywhere inside transformers and tokenizers
+        if caused_by_interrupt(exc):
+            raise
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise QConvertError(f"transformers cannot load the tokenizer: {why}", model_dir, "check tokenizer.json and tokenizer_config.json, or re-save them with save_pretrained") from exc
 
 
 def pad_token_id(tokenizer) -> int:

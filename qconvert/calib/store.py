@@ -14,7 +14,7 @@ change when any id means another token or the chat samples would be formatted di
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 import torch
@@ -73,8 +73,39 @@ def is_calibration_file(path: Path) -> bool:
         return False
 
 
+def _check_fields(obj, where: Path, prefix: str = "") -> None:
+    """Every int and str field of the manifest's dataclasses holds that type (JSON can put anything
+    there); a count is not negative."""
+    for f in fields(obj):
+        value, name = getattr(obj, f.name), f"{prefix}{f.name}"
+        if is_dataclass(value):
+            _check_fields(value, where, f"{name}.")
+        elif f.type in (int, "int") and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise QConvertError(f"calibration manifest field {name} is {_cut(repr(value), 60)}, not a count", where, REBUILD_HINT)
+        elif f.type in (str, "str") and not isinstance(value, str):
+            raise QConvertError(f"calibration manifest field {name} is {_cut(repr(value), 60)}, not text", where, REBUILD_HINT)
+
+
+def _cut(text: str, n: int = 300) -> str:
+    """Text from a damaged file for an error line, cut short."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _read_manifest(text: str, path: Path) -> Manifest:
+    try:
+        manifest = Manifest.from_json(text, path)
+    except (ValueError, RecursionError) as exc:  # JSON too deep, or an int past Python's digit limit
+        raise QConvertError(f"unreadable calibration manifest: {_cut(str(exc))}", path, REBUILD_HINT) from None
+    except QConvertError as exc:  # it may quote a damaged field whole
+        raise QConvertError(_cut(exc.what), exc.where, exc.hint) from None
+    _check_fields(manifest, path)
+    for i, source in enumerate(manifest.sources):
+        _check_fields(source, path, f"sources[{i}].")
+    return manifest
+
+
 def read_calibration(path: Path) -> CalibrationSet:
-    """The set in a calibration file, its format and shapes checked; the tokenizer is not."""
+    """The set in a calibration file, its format, shapes and values checked; the tokenizer is not."""
     path = Path(path)
     if not path.is_file():
         raise QConvertError("no such calibration file", path, REBUILD_HINT)
@@ -83,17 +114,22 @@ def read_calibration(path: Path) -> CalibrationSet:
             metadata = f.metadata() or {}
             if MANIFEST_KEY not in metadata:
                 raise QConvertError("not a qconvert calibration file (no calibration manifest in its metadata)", path, "make one with `qconvert calib MODEL_DIR -o FILE`")
-            manifest = Manifest.from_json(metadata[MANIFEST_KEY], path)
+            manifest = _read_manifest(metadata[MANIFEST_KEY], path)
             names = set(f.keys())
             if names != set(TENSOR_NAMES):
                 raise QConvertError(f"calibration file holds tensors {sorted(names)}, expected {list(TENSOR_NAMES)}", path, REBUILD_HINT)
+            expected = (manifest.counts.samples, manifest.options.seqlen)
+            for name in TENSOR_NAMES:  # before reading: the shapes the manifest promises
+                shape, dtype = tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()
+                if shape != expected or dtype != "I64":
+                    raise QConvertError(f"{name} is {dtype} {shape}, its manifest says I64 {expected}", path, REBUILD_HINT)
             input_ids, attention_mask = (f.get_tensor(name) for name in TENSOR_NAMES)
     except (SafetensorError, OSError) as exc:
-        raise QConvertError(f"not a readable safetensors file: {exc}", path, REBUILD_HINT) from exc
-    expected = (manifest.counts.samples, manifest.options.seqlen)
-    for name, t in zip(TENSOR_NAMES, (input_ids, attention_mask)):
-        if tuple(t.shape) != expected or t.dtype != torch.int64:
-            raise QConvertError(f"{name} is {t.dtype} {tuple(t.shape)}, its manifest says int64 {expected}", path, REBUILD_HINT)
+        raise QConvertError(f"not a readable safetensors file: {_cut(str(exc))}", path, REBUILD_HINT) from exc
+    if input_ids.numel() and int(input_ids.min()) < 0:
+        raise QConvertError(f"input_ids holds a negative token id ({int(input_ids.min())})", path, REBUILD_HINT)
+    if attention_mask.numel() and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise QConvertError("attention_mask holds values other than 0 and 1", path, REBUILD_HINT)
     return CalibrationSet(input_ids, attention_mask, manifest)
 
 
@@ -109,4 +145,7 @@ def load_calibration(path: Path, tokenizer) -> CalibrationSet:
             path,
             "rebuild it for this model with `qconvert calib MODEL_DIR -o FILE`, or give --source instead",
         )
+    n_tokens = len(tokenizer)
+    if calib.input_ids.numel() and int(calib.input_ids.max()) >= n_tokens:
+        raise QConvertError(f"input_ids holds token id {int(calib.input_ids.max())}; the tokenizer has {n_tokens}", path, REBUILD_HINT)
     return calib

@@ -7,6 +7,8 @@ than mmapping whole files) lets every corruption become one clear error naming t
 """
 
 import json
+import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,9 @@ from qconvert.numeric import bf16_bits_to_f32
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 100 * 1024 * 1024  # as the safetensors library: no real header comes near it
+_INT64_MAX = 2**63 - 1
+REDOWNLOAD = "re-download or re-save the checkpoint"
 
 # safetensors dtype → (numpy dtype of the stored bits, bytes per element)
 _DTYPES = {
@@ -46,45 +50,82 @@ class TensorEntry:
         return int(np.prod(self.shape[:-1], dtype=np.int64)), self.shape[-1]
 
 
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _entry(name: str, info, path: Path, data_start: int, data_size: int) -> TensorEntry:
+    """One header entry, checked: a known dtype, a shape of non-negative ints, and [begin, end) inside
+    the data, exactly as long as the shape and dtype make it."""
+    if not isinstance(info, dict) or not isinstance(info.get("data_offsets"), list) or not isinstance(info.get("shape"), list):
+        raise QConvertError(f"corrupt safetensors entry for tensor {_shown(name)} (no dtype, shape and data_offsets)", path, REDOWNLOAD)
+    dtype, shape, offsets = info.get("dtype"), info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise QConvertError(f"tensor {_shown(name)} has dtype {str(dtype)[:40]}", path, "qconvert reads F32, F16 and BF16 checkpoints and GPTQ checkpoints")
+    if not all(_is_count(d) for d in shape) or math.prod(d for d in shape if d) > _INT64_MAX or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+        raise QConvertError(f"corrupt safetensors entry for tensor {_shown(name)}: shape {_shown(shape)}, data_offsets {_shown(offsets)}", path, REDOWNLOAD)
+    begin, end = offsets
+    nbytes = math.prod(shape) * _DTYPES[dtype][1]  # Python ints: no overflow
+    if not begin <= end <= data_size or end - begin != nbytes:
+        raise QConvertError(
+            f"tensor {_shown(name)} ({dtype} {_shown(tuple(shape))}: {nbytes:,} bytes; data_offsets [{begin:,}, {end:,})) lies outside the file "
+            f"or disagrees with its shape ({data_size:,} bytes of data: truncated or corrupt)",
+            path,
+            REDOWNLOAD,
+        )
+    return TensorEntry(name, dtype, tuple(shape), path, data_start + begin, nbytes)
+
+
 def read_header(path: Path) -> dict[str, TensorEntry]:
+    """The tensor table of one safetensors file, every entry checked against the file before use."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
-                raise QConvertError("truncated safetensors file (no header)", path, "re-download or re-save the checkpoint")
+                raise QConvertError("truncated safetensors file (no header)", path, REDOWNLOAD)
             (n,) = struct.unpack("<Q", head)
             if n > min(size - 8, _MAX_HEADER):
-                raise QConvertError("corrupt or truncated safetensors header", path, "re-download or re-save the checkpoint")
+                raise QConvertError(f"corrupt or truncated safetensors header (it claims {n:,} bytes; the file has {size:,})", path, REDOWNLOAD)
             raw = f.read(n)
     except OSError as exc:
         raise QConvertError(f"cannot read: {exc.strerror or exc}", path) from exc
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise QConvertError("corrupt safetensors header (not JSON)", path, "re-download or re-save the checkpoint") from exc
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON errors, and ints past Python's digit limit
+        raise QConvertError("corrupt safetensors header (not JSON)", path, REDOWNLOAD) from exc
     if not isinstance(header, dict):
-        raise QConvertError("corrupt safetensors header", path, "re-download or re-save the checkpoint")
+        raise QConvertError("corrupt safetensors header (not a JSON object)", path, REDOWNLOAD)
     data_start, data_size = 8 + n, size - 8 - n
-    entries = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise QConvertError(f"corrupt safetensors entry for tensor {name!r}", path) from exc
-        if dtype not in _DTYPES:
-            raise QConvertError(
-                f"tensor {name!r} has dtype {dtype}", path, "qconvert reads F32, F16 and BF16 checkpoints and GPTQ checkpoints"
-            )
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1]
-        if not (0 <= begin <= end <= data_size) or end - begin != nbytes:
-            raise QConvertError(
-                f"tensor {name!r} lies outside the file (truncated or corrupt)", path, "re-download or re-save the checkpoint"
-            )
-        entries[name] = TensorEntry(name, dtype, shape, path, data_start + begin, nbytes)
+    entries = {name: _entry(name, info, path, data_start, data_size) for name, info in header.items() if name != "__metadata__"}
+    spans = sorted((e.offset, e.offset + e.nbytes, e.name) for e in entries.values() if e.nbytes)
+    for (_, a_end, a), (b_begin, _, b) in zip(spans, spans[1:]):
+        if a_end > b_begin:
+            raise QConvertError(f"the data of tensors {a!r} and {b!r} overlap (corrupt header)", path, REDOWNLOAD)
     return entries
+
+
+def read_index(index: Path, model_dir: Path) -> dict[str, str]:
+    """model.safetensors.index.json's weight_map: tensor name → shard file, a plain file name in `model_dir`."""
+    try:
+        if index.stat().st_size > _MAX_HEADER:
+            raise QConvertError(f"safetensors index of {index.stat().st_size:,} bytes is not plausible", index, REDOWNLOAD)
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, AttributeError) as exc:
+        raise QConvertError(f"unreadable safetensors index: {getattr(exc, 'strerror', None) or exc}", index, REDOWNLOAD) from exc
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise QConvertError("safetensors index has no weight_map of tensor names to shard files", index, REDOWNLOAD)
+    for name, shard in weight_map.items():
+        plain = isinstance(shard, str) and shard not in ("", ".", "..") and Path(shard).name == shard and "\0" not in shard
+        if not plain or len(shard.encode("utf-8", "surrogatepass")) > 255:  # NAME_MAX
+            raise QConvertError(f"safetensors index maps tensor {_shown(name)} to {_shown(shard)}, not a file name in {model_dir}", index, REDOWNLOAD)
+    return weight_map
+
+
+def _shown(value) -> str:
+    """`value` for an error line, cut short: a damaged file can hold megabytes there."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class SafetensorsCheckpoint:
@@ -96,11 +137,10 @@ class SafetensorsCheckpoint:
     @classmethod
     def open(cls, model_dir: Path) -> "SafetensorsCheckpoint":
         index = model_dir / INDEX_FILE
+        if not model_dir.is_dir():
+            raise QConvertError("no such model folder", model_dir, "give a Hugging Face model folder")
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise QConvertError("unreadable safetensors index", index, "re-download the checkpoint") from exc
+            weight_map = read_index(index, model_dir)
             files = sorted(set(weight_map.values()))
         elif (model_dir / SINGLE_FILE).is_file():
             weight_map, files = None, [SINGLE_FILE]
@@ -113,11 +153,18 @@ class SafetensorsCheckpoint:
             shard = model_dir / fname
             if not shard.is_file():
                 raise QConvertError("shard named in the index is missing", shard, "re-download the checkpoint")
-            entries.update(read_header(shard))
+            for name, entry in read_header(shard).items():
+                if name in entries:
+                    raise QConvertError(f"tensor {_shown(name)} is in two shards, {entries[name].file.name} and {fname}", model_dir, REDOWNLOAD)
+                entries[name] = entry
         if weight_map is not None:
             missing = sorted(set(weight_map) - set(entries))
             if missing:
-                raise QConvertError(f"tensor {missing[0]!r} is in the index but in no shard", index, "re-download the checkpoint")
+                raise QConvertError(f"tensor {_shown(missing[0])} is in the index but in no shard", index, "re-download the checkpoint")
+            misplaced = sorted(name for name, fname in weight_map.items() if entries[name].file.name != fname)
+            if misplaced:
+                name = misplaced[0]
+                raise QConvertError(f"tensor {_shown(name)} is in {entries[name].file.name}, the index says {weight_map[name]}", index, REDOWNLOAD)
         return cls(entries)
 
     @property
@@ -135,7 +182,7 @@ class SafetensorsCheckpoint:
             rows = np.array(mm[start:end] if row_order is None else mm[row_order[start:end]])
             del mm
         except (OSError, ValueError) as exc:
-            raise QConvertError(f"cannot read tensor {name!r}: {exc}", e.file) from exc
+            raise QConvertError(f"cannot read tensor {_shown(name)}: {exc}", e.file) from exc
         if e.dtype == "BF16":
             rows = bf16_bits_to_f32(rows)
         return rows

@@ -7,12 +7,14 @@ end the parts are merged, by streaming copies of their data, into shards of at m
 model.safetensors alone when one shard holds everything), as transformers' save_pretrained does.
 """
 
+import errno
 import json
 import re
 import struct
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from qconvert.errors import QConvertError
@@ -21,6 +23,12 @@ from qconvert.hf.safetensors_reader import INDEX_FILE, SINGLE_FILE, TensorEntry,
 PART_BYTES = 64 * 2**20
 COPY_CHUNK = 16 * 2**20
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def _errno_of(message: str) -> int:
+    """The errno in a safetensors I/O error's text ("... (os error 28)"), else EIO."""
+    m = re.search(r"os error (\d+)", message)
+    return int(m.group(1)) if m else errno.EIO
 
 
 def parse_size(text: str, where: str = "--max-shard-size") -> int:
@@ -45,7 +53,10 @@ class ShardWriter:
 
     def _spill(self) -> None:
         path = self.folder / f".part-{len(self.parts):05d}.safetensors"
-        save_file(self.pending, str(path))
+        try:
+            save_file(self.pending, str(path))
+        except SafetensorError as exc:  # the Rust writer's I/O errors (a full disk): as the OSError they are
+            raise OSError(_errno_of(str(exc)), f"{exc}", str(path)) from exc
         self.parts.append(path)
         self.pending, self.pending_bytes = {}, 0
 

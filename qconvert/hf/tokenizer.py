@@ -38,7 +38,7 @@ from typing import Any
 
 from gguf import GGUFWriter, TokenType
 
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, caused_by_interrupt
 from qconvert.hf import spm_vocab
 
 # llama.cpp's check text (convert_hf_to_gguf_update.py): its tokenization tells pre-tokenizers apart.
@@ -174,11 +174,33 @@ def write_vocab(w: GGUFWriter, vocab: GGUFVocab, arch: str) -> None:
         w.add_bool(_NORMALIZER_STRIP_ACCENTS, vocab.normalizer_strip_accents)
 
 
+_RESAVE = "re-save the tokenizer with save_pretrained"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QConvertError(f"unreadable {path.name}: {exc}", path, _RESAVE) from exc
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise QConvertError(f"unreadable {path.name}: {exc}", path, "re-save the tokenizer with save_pretrained") from exc
+        data = json.loads(_read_text(path))
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON errors, and ints past Python's digit limit
+        raise QConvertError(f"unreadable {path.name}: {exc}", path, _RESAVE) from exc
+    if not isinstance(data, dict):
+        raise QConvertError(f"{path.name} holds a JSON {type(data).__name__}, not an object", path, _RESAVE)
+    return data
+
+
+def _template_or_none(template: Any, where: Path) -> str | list[dict[str, str]] | None:
+    """A chat template as tokenizer_config.json may give it: text, or a list of named templates."""
+    if template is None or isinstance(template, str):
+        return template
+    if isinstance(template, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str) for t in template):
+        return template
+    raise QConvertError("chat_template is neither text nor a list of {name, template} objects", where, _RESAVE)
 
 
 def _token_content(value: Any) -> str | None:
@@ -193,8 +215,8 @@ def read_chat_template(model_dir: Path, tok_config: dict[str, Any]) -> str | Non
     the config); for Ollama. The GGUF's template follows llama.cpp's rules, see `_chat_template`."""
     jinja = model_dir / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    template = tok_config.get("chat_template")
+        return _read_text(jinja)
+    template = _template_or_none(tok_config.get("chat_template"), model_dir / "tokenizer_config.json")
     if isinstance(template, list):  # named templates: llama.cpp takes the default one
         template = next((t.get("template") for t in template if t.get("name") == "default"), None)
     return template if isinstance(template, str) else None
@@ -240,7 +262,7 @@ def _effective_added_tokens(tok_json: dict[str, Any], tok_config: dict[str, Any]
     table = added
     decoder = tok_config.get("added_tokens_decoder")
     if isinstance(decoder, dict):
-        table = {int(k): v for k, v in decoder.items() if str(k).isdigit() and isinstance(v, dict)}
+        table = {int(k): v for k, v in decoder.items() if k.isascii() and k.isdecimal() and len(k) < 19 and isinstance(v, dict)}
         for token_id, entry in table.items():
             if token_id in added and entry.get("content") == added[token_id]["content"]:
                 added[token_id].update({k: entry[k] for k in ("special", "normalized", "lstrip", "rstrip", "single_word") if k in entry})
@@ -254,14 +276,55 @@ def _effective_added_tokens(tok_json: dict[str, Any], tok_config: dict[str, Any]
     return added
 
 
-def _open_tokenizer(tok_path: Path, added: dict[int, dict[str, Any]]):
-    """tokenizers' Tokenizer of tok_path, its added tokens' flags set to `added`'s."""
-    from tokenizers import AddedToken, Tokenizer
+def check_rust_safe(tok_json: dict[str, Any], tok_path: Path) -> None:
+    """Refuse what makes the `tokenizers` library abort the process instead of raising (0.23.3): a
+    BPE model with a continuing_subword_prefix cuts that many bytes off each merge's second token,
+    and a cut inside a character panics in Rust, which a destructor's second panic turns into
+    SIGABRT. Called on the JSON before the library sees the file."""
+    model = tok_json.get("model")
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        return
+    prefix, merges = model.get("continuing_subword_prefix"), model.get("merges")
+    if not isinstance(prefix, str) or not prefix or not isinstance(merges, list):
+        return
+    cut = len(prefix.encode("utf-8", "surrogatepass"))
+    for merge in merges:
+        second = merge.split(" ", 1)[-1] if isinstance(merge, str) else merge[1] if isinstance(merge, list) and len(merge) == 2 else None
+        if not isinstance(second, str):
+            continue
+        try:
+            second.encode("utf-8", "surrogatepass")[cut:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise QConvertError(
+                f"tokenizer.json's BPE merge {_cut(merge)}: cutting the continuing_subword_prefix {_cut(prefix)} off its second token splits a character",
+                tok_path,
+                _RESAVE,
+            ) from None
+
+
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse_tokenizer(tok_path: Path):
+    """tokenizers' Tokenizer of tok_path. Its parser checks the file against tokenizer.json's schema
+    (the model, added tokens, pre-tokenizer, post-processor, with their types), so the JSON read
+    beside it has that structure where this module reads it."""
+    from tokenizers import Tokenizer
 
     try:
-        tk = Tokenizer.from_file(str(tok_path))
+        return Tokenizer.from_file(str(tok_path))
     except Exception as exc:  # the Rust side raises plain Exceptions
-        raise QConvertError(f"tokenizers cannot load it: {exc}", tok_path, "re-save the tokenizer with save_pretrained") from exc
+        if caused_by_interrupt(exc):
+            raise
+        raise QConvertError(f"tokenizers cannot load it: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}", tok_path, _RESAVE) from exc
+
+
+def _set_added_flags(tk, added: dict[int, dict[str, Any]]):
+    """`tk` with its added tokens' flags set to `added`'s."""
+    from tokenizers import AddedToken
+
     current = tk.get_added_tokens_decoder()
     for token_id, token in added.items():
         have = current.get(token_id)
@@ -316,14 +379,16 @@ def _chat_template(model_dir: Path, tok_config: dict[str, Any]) -> str | list[di
     alt: str | list[dict[str, str]] | None = None
     jinja = model_dir / "chat_template.jinja"
     if jinja.is_file():
-        alt = jinja.read_text(encoding="utf-8")
+        alt = _read_text(jinja)
         extra = sorted((model_dir / "additional_chat_templates").glob("*.jinja"))
         if extra:
-            alt = [{"name": "default", "template": alt}] + [{"name": p.stem, "template": p.read_text(encoding="utf-8")} for p in extra]
+            alt = [{"name": "default", "template": alt}] + [{"name": p.stem, "template": _read_text(p)} for p in extra]
     elif (model_dir / "chat_template.json").is_file():
-        alt = _load_json(model_dir / "chat_template.json").get("chat_template")
+        alt = _template_or_none(_load_json(model_dir / "chat_template.json").get("chat_template"), model_dir / "chat_template.json")
     template = tok_config.get("chat_template", alt)
-    return template if template is None or isinstance(template, (str, list)) else None
+    if template is not None and not isinstance(template, (str, list)):
+        return None
+    return _template_or_none(template, model_dir / "tokenizer_config.json")
 
 
 @dataclass
@@ -349,7 +414,7 @@ def _special_vocab(model_dir: Path, tok_json: dict[str, Any], tok_config: dict[s
     def set_id(kind: str, token_id: Any) -> None:
         if not isinstance(token_id, int):
             return
-        if token_id < 0:
+        if not 0 <= token_id < 2**32:  # GGUF keeps the ids as uint32
             raise QConvertError(f"special token {kind} has id {token_id}", model_dir, "fix the *_token_id fields of config.json")
         if n_vocab is None or token_id < n_vocab:
             out.ids.setdefault(kind, token_id)
@@ -457,14 +522,15 @@ def _load_tokenizer(model_dir: Path) -> _Tokenizer:
     if not tok_path.is_file():
         raise QConvertError("missing tokenizer.json", model_dir, "qconvert needs the Hugging Face fast tokenizer saved with the model")
     tok_json = _load_json(tok_path)
+    model = tok_json.get("model") if isinstance(tok_json.get("model"), dict) else {}
+    if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        what = f"tokenizer model is {_cut(model.get('type'))}" if model.get("type") != "BPE" else "tokenizer is a BPE with byte fallback or subword affixes"
+        raise QConvertError(what, tok_path, "qconvert converts byte-level BPE tokenizers (Qwen, Llama 3, GPT-2, SmolLM), and SentencePiece ones saved as tokenizer.model")
+    tk = _parse_tokenizer(tok_path)  # before the code below: it checks the structure that code reads
     config_path = model_dir / "tokenizer_config.json"
     tok_config = _load_json(config_path) if config_path.is_file() else None
-    model = tok_json.get("model") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        what = f"tokenizer model is {model.get('type')!r}" if model.get("type") != "BPE" else "tokenizer is a BPE with byte fallback or subword affixes"
-        raise QConvertError(what, tok_path, "qconvert converts byte-level BPE tokenizers (Qwen, Llama 3, GPT-2, SmolLM), and SentencePiece ones saved as tokenizer.model")
     added = _effective_added_tokens(tok_json, tok_config or {})
-    return _Tokenizer(tok_path, tok_json, tok_config, added, _open_tokenizer(tok_path, added))
+    return _Tokenizer(tok_path, tok_json, tok_config, added, _set_added_flags(tk, added))
 
 
 def check_text_hash(model_dir: Path) -> str:

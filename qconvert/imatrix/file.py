@@ -77,11 +77,17 @@ def read_imatrix(path: Path) -> ImportanceMatrix:
     try:
         with open(path, "rb") as f:
             if f.read(4) == b"GGUF":
-                return _read_gguf(path)
-            f.seek(0)
-            return _read_legacy(path, f)
+                matrix = _read_gguf(path)
+            else:
+                f.seek(0)
+                matrix = _read_legacy(path, f)
     except OSError as exc:
         raise QConvertError(f"cannot read: {exc.strerror or exc}", path) from exc
+    for name, entry in matrix.entries.items():  # the quantizers refuse a NaN or Inf weight: say where it came from
+        bad = np.argwhere(~np.isfinite(entry.in_sum2))
+        if len(bad):
+            raise QConvertError(f"imatrix entry {name} has a non-finite sum ({entry.in_sum2[tuple(bad[0])]}) at column {bad[0][1]}", path, "the file is damaged; compute it again")
+    return matrix
 
 
 def write_imatrix(path: Path, matrix: ImportanceMatrix, force: bool = False) -> Path:
