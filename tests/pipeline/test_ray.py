@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EVAL_TEXT, FIXTURE, CliResult
+from tests.pipeline.test_run import actions
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'qconvert[ray]')")
 
@@ -83,16 +84,6 @@ def report(run_dir: Path) -> dict:
 
 def measured(run_dir: Path) -> list[dict]:
     return [{k: row.get(k) for k in MEASURED} for row in report(run_dir)["rows"]]
-
-
-def actions(stdout: str) -> dict[str, str]:
-    """stage name → "ran" or "reused", from the runner's `[i/n] NAME: ...` lines."""
-    seen = {}
-    for line in stdout.splitlines():
-        if line.startswith("[") and "] " in line and ": " in line:
-            name, what = line.split("] ", 1)[1].split(": ", 1)
-            seen[name] = "reused" if what == "reused" else "ran"
-    return seen
 
 
 def seed(source: Path, run_dir: Path, leave_out: set[str]) -> None:
