@@ -28,7 +28,7 @@ class OutputCache:
         self.reusing = False  # every module called so far in this pass returned its stored output
         children = [name for name, _ in layer.named_children()]
         linears = [name for name in linear_names if name not in children]
-        self.inner = {child: [name for name in linears if name.startswith(child + ".")] for child in children}
+        self.inner = {child: {name for name in linears if name.startswith(child + ".")} for child in children}
         self.originals: dict[str, Callable] = {}
         for name in children + linears:
             module = layer.get_submodule(name)
@@ -47,8 +47,9 @@ class OutputCache:
             # A module with cached linears inside keeps the chain: those linears decide.
             out = forward(*args, **kwargs)  # a hook may stop the pass here: nothing is stored then
             self.outputs[key] = out
-            for inner in self.inner.get(name, ()):
-                self.outputs = {k: v for k, v in self.outputs.items() if not (k[0] == inner and k[1] == self.batch)}
+            inner = self.inner.get(name)
+            if inner:  # one sweep, not one per linear: a MoE layer holds hundreds
+                self.outputs = {k: v for k, v in self.outputs.items() if not (k[1] == self.batch and k[0] in inner)}
             return out
 
         return cached_forward
