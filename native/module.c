@@ -12,15 +12,15 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fp16.h"
+#include "engine.h"
 #include "gptq.h"
+#include "isa.h"
 #include "quants.h"
 
 #define QC_MAX_THREADS 256
-
-/* fp16 → fp32 for every bit pattern: an fp16 source is widened row by row through this table. */
-static float f16_to_f32_table[1 << 16];
 
 /* ---- argument checks ------------------------------------------------------------------------ */
 
@@ -130,8 +130,7 @@ static void *quantize_rows(void *arg) {
     for (int64_t r = job->row_begin; r < job->row_end; r++) {
         const float *row;
         if (widened) {
-            const qc_half *h = (const qc_half *)job->src + r * job->n_per_row;
-            for (int64_t i = 0; i < job->n_per_row; i++) widened[i] = f16_to_f32_table[h[i]];
+            qc_widen_f16((const qc_half *)job->src + r * job->n_per_row, widened, job->n_per_row);
             row = widened;
         } else {
             row = (const float *)job->src + r * job->n_per_row;
@@ -142,7 +141,7 @@ static void *quantize_rows(void *arg) {
                 goto out;
             }
         }
-        job->traits->quantize_row(row, job->dst + (size_t)r * job->row_bytes, job->n_per_row, job->importance);
+        qc_quantizer(job->traits)(row, job->dst + (size_t)r * job->row_bytes, job->n_per_row, job->importance);
     }
 out:
     free(widened);
@@ -360,6 +359,179 @@ done:
     return result;
 }
 
+/* ---- quantize_file: the file engine ------------------------------------------------------------ */
+
+/* One job tuple: (src_offset, src_type, dst_type, n_rows, n_per_row, dst_offset, importance, n_mat),
+ * checked; its importance buffer (if any) is held in *imp until the engine is done. */
+static int parse_job(PyObject *item, Py_ssize_t i, qc_tensor_job *job, Py_buffer *imp) {
+    PyObject *imp_obj;
+    long long src_offset, n_rows, n_per_row, dst_offset, n_mat;
+    int src_type, dst_type;
+    if (!PyArg_ParseTuple(item, "LiiLLLOL;a job is (src_offset, src_type, dst_type, n_rows, n_per_row, dst_offset, importance, n_mat)",
+                          &src_offset, &src_type, &dst_type, &n_rows, &n_per_row, &dst_offset, &imp_obj, &n_mat))
+        return -1;
+    const int float_src = src_type == QC_F32 || src_type == QC_F16 || src_type == QC_BF16;
+    const int float_dst = dst_type == QC_F32 || dst_type == QC_F16 || dst_type == QC_BF16;
+    const qc_type_traits *t = qc_traits(dst_type);
+    if (!float_src || (!float_dst && !t)) {
+        PyErr_Format(PyExc_ValueError, "job %zd: cannot make type %d from type %d", i, dst_type, src_type);
+        return -1;
+    }
+    if (src_offset < 0 || dst_offset < 0 || n_rows < 0 || n_per_row <= 0 || n_mat < 1 || n_rows % n_mat != 0 ||
+        (t && n_per_row % t->block_elems != 0) || n_rows > INT64_MAX / n_per_row / 4) {
+        PyErr_Format(PyExc_ValueError, "job %zd: bad geometry (%lld rows of %lld values, %lld matrices, offsets %lld and %lld)", i, n_rows,
+                     n_per_row, n_mat, src_offset, dst_offset);
+        return -1;
+    }
+    *job = (qc_tensor_job){src_offset, src_type, dst_type, n_rows, n_per_row, dst_offset, NULL, n_mat};
+    if (imp_obj == Py_None) return 0;
+    if (n_mat > PY_SSIZE_T_MAX / n_per_row) {
+        PyErr_Format(PyExc_OverflowError, "job %zd: %lld × %lld importance weights", i, n_mat, n_per_row);
+        return -1;
+    }
+    if (get_buffer(imp_obj, imp, 0, FMT_F32, (Py_ssize_t)(n_mat * n_per_row), FMT_F32.itemsize, "importance") != 0) return -1;
+    const float *w = (const float *)imp->buf;
+    for (Py_ssize_t k = 0; k < (Py_ssize_t)(n_mat * n_per_row); k++) {
+        if (!isfinite(w[k])) {
+            PyErr_Format(PyExc_ValueError, "job %zd: importance weight %zd is not finite", i, k);
+            return -1;
+        }
+    }
+    job->importance = w;
+    return 0;
+}
+
+/* The engine's result as an exception: FloatingPointError(job, row, column) for a NaN or Inf,
+ * OverflowError(job, row) for a weighted scale past fp16, EOFError(job) for a truncated input,
+ * OSError with the file's name for an I/O error. */
+static void raise_result(qc_engine_result r, PyObject *in_path, PyObject *out_path) {
+    switch (r.status) {
+    case QC_ENGINE_NONFINITE:
+        PyErr_SetObject(PyExc_FloatingPointError, Py_BuildValue("(iLL)", r.tensor, (long long)r.row, (long long)r.column));
+        break;
+    case QC_ENGINE_SCALE_OVERFLOW:
+        PyErr_SetObject(PyExc_OverflowError, Py_BuildValue("(iL)", r.tensor, (long long)r.row));
+        break;
+    case QC_ENGINE_TRUNCATED:
+        PyErr_SetObject(PyExc_EOFError, Py_BuildValue("(i)", r.tensor));
+        break;
+    case QC_ENGINE_READ_ERROR:
+    case QC_ENGINE_WRITE_ERROR:
+        errno = r.err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r.status == QC_ENGINE_READ_ERROR ? in_path : out_path);
+        break;
+    case QC_ENGINE_NO_MEMORY:
+        PyErr_NoMemory();
+        break;
+    default:
+        break; /* OK, or cancelled: the exception that cancelled it is set */
+    }
+}
+
+/* quantize_file(in_fd, out_fd, jobs, threads, progress, in_path, out_path) -> {phase: thread-seconds}:
+ * fill the output's tensor data (the jobs, see engine.h) from the input. progress(values_done) is
+ * called every 50 ms or so; a signal (Ctrl-C) or an exception from progress stops the workers after
+ * their current chunk. Returns where the workers' time went: read, widen, quantize, write. */
+static PyObject *quantize_file(PyObject *self, PyObject *args) {
+    int in_fd, out_fd, threads;
+    PyObject *jobs_obj, *progress, *in_path, *out_path;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiO!iOOO", &in_fd, &out_fd, &PyList_Type, &jobs_obj, &threads, &progress, &in_path, &out_path)) return NULL;
+    const Py_ssize_t n_jobs = PyList_GET_SIZE(jobs_obj);
+    if (n_jobs > INT32_MAX) return PyErr_Format(PyExc_ValueError, "%zd jobs are too many", n_jobs);
+    qc_tensor_job *jobs = PyMem_Calloc((size_t)n_jobs + 1, sizeof *jobs);
+    Py_buffer *imps = PyMem_Calloc((size_t)n_jobs + 1, sizeof *imps);
+    PyObject *result = NULL;
+    if (!jobs || !imps) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_jobs; i++)
+        if (parse_job(PyList_GET_ITEM(jobs_obj, i), i, &jobs[i], &imps[i]) != 0) goto done;
+    qc_engine *e;
+    Py_BEGIN_ALLOW_THREADS e = qc_engine_start(in_fd, out_fd, jobs, (int)n_jobs, threads);
+    Py_END_ALLOW_THREADS if (!e) {
+        PyErr_SetString(PyExc_MemoryError, "cannot start the quantizer's threads");
+        goto done;
+    }
+    int64_t reported = -1, values = 0;
+    for (int finished = 0, stopping = 0; !finished;) {
+        Py_BEGIN_ALLOW_THREADS finished = qc_engine_wait(e, 50, &values);
+        Py_END_ALLOW_THREADS if (stopping) continue;
+        if (values != reported && progress != Py_None) {
+            PyObject *r = PyObject_CallFunction(progress, "L", (long long)values);
+            Py_XDECREF(r);
+            stopping = r == NULL;
+        }
+        reported = values;
+        if (!stopping) stopping = PyErr_CheckSignals() != 0;
+        if (stopping) qc_engine_cancel(e);
+    }
+    qc_engine_result r;
+    Py_BEGIN_ALLOW_THREADS r = qc_engine_finish(e);
+    Py_END_ALLOW_THREADS if (!PyErr_Occurred()) {
+        raise_result(r, in_path, out_path);
+        if (r.status == QC_ENGINE_OK)
+            result = Py_BuildValue("{sdsdsdsd}", "read", r.phases.read, "widen", r.phases.widen, "quantize", r.phases.quantize, "write",
+                                   r.phases.write);
+    }
+done:
+    for (Py_ssize_t i = 0; imps && i < n_jobs; i++)
+        if (imps[i].obj) PyBuffer_Release(&imps[i]);
+    PyMem_Free(jobs);
+    PyMem_Free(imps);
+    return result;
+}
+
+/* ---- the instruction-set switch ----------------------------------------------------------------- */
+
+/* "scalar, avx2, avx512": the paths this CPU runs. */
+static const char *isa_choices(void) {
+    static char buf[64];
+    buf[0] = '\0';
+    for (int i = 0; i < QC_ISA_COUNT; i++) {
+        if (!qc_isa_supported((enum qc_isa)i)) continue;
+        if (buf[0]) strcat(buf, ", ");
+        strcat(buf, qc_isa_name((enum qc_isa)i));
+    }
+    return buf;
+}
+
+/* set_isa(name): make the quantizers take that path; ValueError if unknown or not on this CPU. */
+static PyObject *set_isa(PyObject *self, PyObject *args) {
+    const char *name;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    const int isa = qc_isa_from_name(name);
+    if (isa < 0 || qc_isa_set((enum qc_isa)isa) != 0)
+        return PyErr_Format(PyExc_ValueError, "instruction set %s is not one this CPU runs (%s)", name, isa_choices());
+    Py_RETURN_NONE;
+}
+
+/* isa() -> the active path's name; isas() -> the names of every path this CPU runs. */
+static PyObject *isa(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyUnicode_FromString(qc_isa_name(qc_isa_active()));
+}
+
+static PyObject *isas(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    PyObject *names = PyList_New(0);
+    for (int i = 0; names && i < QC_ISA_COUNT; i++) {
+        if (!qc_isa_supported((enum qc_isa)i)) continue;
+        PyObject *name = PyUnicode_FromString(qc_isa_name((enum qc_isa)i));
+        if (!name || PyList_Append(names, name) != 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return names;
+}
+
 static PyObject *abi_version(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -373,6 +545,10 @@ static PyMethodDef methods[] = {
     {"block_types", block_types, METH_NOARGS, "block_types() -> the type ids this module quantizes"},
     {"fp32_to_fp16_into", fp32_to_fp16_into, METH_VARARGS, "fp32_to_fp16_into(src, dst)"},
     {"gptq_columns", gptq_columns, METH_VARARGS, "gptq_columns(w, err, hinv, inv_diag, scales, zeros, grid_row, m, n_out, maxq): one sub-block of GPTQ's column loop, in place"},
+    {"quantize_file", quantize_file, METH_VARARGS, "quantize_file(in_fd, out_fd, jobs, threads, progress, in_path, out_path): fill a GGUF's tensor data"},
+    {"set_isa", set_isa, METH_VARARGS, "set_isa(name): run the quantizers on 'scalar', 'avx2' or 'avx512' (same bytes)"},
+    {"isa", isa, METH_NOARGS, "isa() -> the instruction set the quantizers run on"},
+    {"isas", isas, METH_NOARGS, "isas() -> the instruction sets this CPU runs"},
     {"abi_version", abi_version, METH_NOARGS, "ABI version of the native extension."},
     {NULL, NULL, 0, NULL},
 };
@@ -382,6 +558,10 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-    for (uint32_t h = 0; h < (1u << 16); h++) f16_to_f32_table[h] = qc_fp16_to_fp32((qc_half)h);
+    if (qc_isa_init() != 0) {
+        PyErr_Format(PyExc_ImportError, "QCONVERT_ISA=%s: not a path this CPU can run (%s); unset it or choose another", getenv("QCONVERT_ISA"),
+                     isa_choices());
+        return NULL;
+    }
     return PyModule_Create(&module);
 }

@@ -13,6 +13,17 @@
 #include <stdint.h>
 
 #include "blocks.h"
+#include "isa.h"
+
+/* The public name of a kernel: plain in the scalar build, name_SUFFIX where a SIMD file compiles
+ * the generic kernels again for its ISA (quants_avx2.c, quants_avx512.c define QC_ISA_SUFFIX). */
+#define QC_ISA_CAT2(a, b) a##_##b
+#define QC_ISA_CAT(a, b) QC_ISA_CAT2(a, b)
+#ifdef QC_ISA_SUFFIX
+#define QC_ISA_FN(name) QC_ISA_CAT(name, QC_ISA_SUFFIX)
+#else
+#define QC_ISA_FN(name) name
+#endif
 
 /* ggml type ids (ggml.h), the numbers stored in GGUF tensor infos. */
 enum qc_type {
@@ -43,9 +54,12 @@ typedef struct {
     int block_elems;
     int block_bytes;  /* sizeof the block struct */
     int block_align;  /* _Alignof the block struct: what a destination buffer must be aligned to */
-    qc_quantize_row_fn quantize_row;
+    qc_quantize_row_fn quantize_row[QC_ISA_COUNT]; /* the same bytes on every path (isa.h) */
     qc_dequantize_row_fn dequantize_row;
 } qc_type_traits;
+
+/* The type's quantizer on the active path. */
+static inline qc_quantize_row_fn qc_quantizer(const qc_type_traits *t) { return t->quantize_row[qc_isa_active()]; }
 
 /* Traits of a type id, or NULL for a type this library does not handle. */
 const qc_type_traits *qc_traits(int type);
@@ -64,6 +78,28 @@ void qc_quantize_row_q3_k(const float *src, void *dst, int64_t n, const float *i
 void qc_quantize_row_q4_k(const float *src, void *dst, int64_t n, const float *importance);
 void qc_quantize_row_q5_k(const float *src, void *dst, int64_t n, const float *importance);
 void qc_quantize_row_q6_k(const float *src, void *dst, int64_t n, const float *importance);
+
+/* n fp16 values → float, exactly (F16C where the active path has it). */
+void qc_widen_f16(const qc_half *src, float *dst, int64_t n);
+
+/* The same kernels on AVX2 and AVX-512 (the names for the reference algorithm of the legacy types
+ * are hand-written; the rest are the generic C compiled for that ISA). */
+#define QC_DECLARE_KERNELS(suffix)                                                                                          \
+    void qc_quantize_row_q4_0_##suffix(const float *src, void *dst, int64_t n, const float *importance);                     \
+    void qc_quantize_row_q4_1_##suffix(const float *src, void *dst, int64_t n, const float *importance);                     \
+    void qc_quantize_row_q5_0_##suffix(const float *src, void *dst, int64_t n, const float *importance);                     \
+    void qc_quantize_row_q5_1_##suffix(const float *src, void *dst, int64_t n, const float *importance);                     \
+    void qc_quantize_row_q8_0_##suffix(const float *src, void *dst, int64_t n, const float *importance);                     \
+    void qc_quantize_row_q2_k_##suffix##_generic(const float *src, void *dst, int64_t n, const float *importance);           \
+    void qc_quantize_row_q3_k_##suffix##_generic(const float *src, void *dst, int64_t n, const float *importance);           \
+    void qc_quantize_row_q4_k_##suffix##_generic(const float *src, void *dst, int64_t n, const float *importance);           \
+    void qc_quantize_row_q5_k_##suffix##_generic(const float *src, void *dst, int64_t n, const float *importance);           \
+    void qc_quantize_row_q6_k_##suffix##_generic(const float *src, void *dst, int64_t n, const float *importance);           \
+    void qc_widen_f16_##suffix(const uint16_t *src, float *dst, int64_t n);
+#if QC_HAVE_X86_SIMD
+QC_DECLARE_KERNELS(avx2)
+QC_DECLARE_KERNELS(avx512)
+#endif
 
 void qc_dequantize_row_q4_0(const void *src, float *dst, int64_t n);
 void qc_dequantize_row_q4_1(const void *src, float *dst, int64_t n);

@@ -212,6 +212,7 @@ static inline void pack_scales_q3(const uint8_t *s, uint8_t *q) {
     }
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 static inline void unpack_scales_q3(const uint8_t *q, int8_t *s) {
     for (int j = 0; j < 16; j++) {
         const int lo = j < 8 ? (q[j] & 0xF) : (q[j - 8] >> 4);
@@ -219,6 +220,7 @@ static inline void unpack_scales_q3(const uint8_t *q, int8_t *s) {
         s[j] = (int8_t)((lo | (hi << 4)) - 32);
     }
 }
+#endif
 
 /* ---- Q2_K: 16 groups of 16, x ≈ d·sc·q - dmin·m with 4-bit sc, m and 2-bit q ---- */
 
@@ -281,7 +283,7 @@ static void quantize_block_q2_k_weighted(const float *x, const float *qw, qc_blo
     finish_block_q2_k(x, L, y);
 }
 
-void qc_quantize_row_q2_k(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q2_k)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q2_k *y = (qc_block_q2_k *)dst;
     for (int64_t b = 0; b < n / QC_QK_K; b++) {
         if (importance) quantize_block_q2_k_weighted(src + b * QC_QK_K, importance + b * QC_QK_K, y + b);
@@ -289,6 +291,7 @@ void qc_quantize_row_q2_k(const float *src, void *dst, int64_t n, const float *i
     }
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* dequantize_row_q2_K: value = (d·sc)·q - (dmin·m). */
 void qc_dequantize_row_q2_k(const void *src, float *dst, int64_t n) {
     const qc_block_q2_k *x = (const qc_block_q2_k *)src;
@@ -303,6 +306,7 @@ void qc_dequantize_row_q2_k(const void *src, float *dst, int64_t n) {
         }
     }
 }
+#endif
 
 /* ---- Q3_K: 16 groups of 16, x ≈ d·(sc-32)·(q-4) with 6-bit sc and 3-bit q ---- */
 
@@ -376,7 +380,7 @@ static void quantize_block_q3_k_weighted(const float *x, const float *qw, qc_blo
     finish_block_q3_k(x, packed, L, y);
 }
 
-void qc_quantize_row_q3_k(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q3_k)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q3_k *y = (qc_block_q3_k *)dst;
     for (int64_t b = 0; b < n / QC_QK_K; b++) {
         if (importance) quantize_block_q3_k_weighted(src + b * QC_QK_K, importance + b * QC_QK_K, y + b);
@@ -384,6 +388,7 @@ void qc_quantize_row_q3_k(const float *src, void *dst, int64_t n, const float *i
     }
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* dequantize_row_q3_K: value = (d·(sc-32))·(q - (hbit ? 0 : 4)). */
 void qc_dequantize_row_q3_k(const void *src, float *dst, int64_t n) {
     const qc_block_q3_k *x = (const qc_block_q3_k *)src;
@@ -401,6 +406,7 @@ void qc_dequantize_row_q3_k(const void *src, float *dst, int64_t n) {
         }
     }
 }
+#endif
 
 /* ---- Q4_K and Q5_K: 8 groups of 32, x ≈ d·sc·q - dmin·m with 6-bit sc, m ---- */
 
@@ -558,16 +564,17 @@ static void quantize_row_q5_k_weighted(const float *src, qc_block_q5_k *y, int64
     }
 }
 
-void qc_quantize_row_q4_k(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q4_k)(const float *src, void *dst, int64_t n, const float *importance) {
     if (importance) quantize_row_q4_k_weighted(src, (qc_block_q4_k *)dst, n / QC_QK_K, importance);
     else quantize_row_q4_k_ref(src, (qc_block_q4_k *)dst, n / QC_QK_K);
 }
 
-void qc_quantize_row_q5_k(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q5_k)(const float *src, void *dst, int64_t n, const float *importance) {
     if (importance) quantize_row_q5_k_weighted(src, (qc_block_q5_k *)dst, n / QC_QK_K, importance);
     else quantize_row_q5_k_ref(src, (qc_block_q5_k *)dst, n / QC_QK_K);
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* dequantize_row_q4_K / dequantize_row_q5_K: value = (d·sc)·q - (dmin·m). */
 static void dequantize_k4(const qc_half *dp, const qc_half *dminp, const uint8_t *scale_bytes, const uint8_t *qs,
                           const uint8_t *qh, float *y) {
@@ -594,6 +601,7 @@ void qc_dequantize_row_q5_k(const void *src, float *dst, int64_t n) {
     const qc_block_q5_k *x = (const qc_block_q5_k *)src;
     for (int64_t b = 0; b < n / QC_QK_K; b++) dequantize_k4(&x[b].d, &x[b].dmin, x[b].scales, x[b].qs, x[b].qh, dst + b * QC_QK_K);
 }
+#endif
 
 /* ---- Q6_K: 16 groups of 16, x ≈ d·sc·(q-32) with int8 sc and 6-bit q ---- */
 
@@ -641,11 +649,12 @@ static void quantize_block_q6_k(const float *x, const float *qw, qc_block_q6_k *
     }
 }
 
-void qc_quantize_row_q6_k(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q6_k)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q6_k *y = (qc_block_q6_k *)dst;
     for (int64_t b = 0; b < n / QC_QK_K; b++) quantize_block_q6_k(src + b * QC_QK_K, importance ? importance + b * QC_QK_K : NULL, y + b);
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* dequantize_row_q6_K: value = (d·sc)·(q-32). */
 void qc_dequantize_row_q6_k(const void *src, float *dst, int64_t n) {
     const qc_block_q6_k *x = (const qc_block_q6_k *)src;
@@ -669,3 +678,4 @@ void qc_dequantize_row_q6_k(const void *src, float *dst, int64_t n) {
         }
     }
 }
+#endif

@@ -173,6 +173,7 @@ static inline void pack_fifth_bits(const uint8_t *q, uint8_t *qh) {
     for (int k = 0; k < 4; k++) qh[k] = (uint8_t)(bits >> (8 * k));
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* Read the 32 codes back from nibbles plus (optionally) the fifth bits. */
 static inline void unpack_codes(const uint8_t *qs, const uint8_t *qh, int *q) {
     uint32_t bits = 0;
@@ -182,6 +183,7 @@ static inline void unpack_codes(const uint8_t *qs, const uint8_t *qh, int *q) {
         q[j + QC_QK / 2] = (int)(qs[j] >> 4) | (int)(((bits >> (j + QC_QK / 2)) & 1u) << 4);
     }
 }
+#endif
 
 /* ---- the reference quantizers: two families ---------------------------------------------- */
 
@@ -286,7 +288,7 @@ static inline int quantize_asym_blocks(const float *x, int64_t b, int64_t nb, co
 
 /* ---- the five types --------------------------------------------------------------------- */
 
-void qc_quantize_row_q4_0(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q4_0)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q4_0 *y = (qc_block_q4_0 *)dst;
     const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
     uint8_t q[QC_QK];
@@ -297,7 +299,7 @@ void qc_quantize_row_q4_0(const float *src, void *dst, int64_t n, const float *i
     }
 }
 
-void qc_quantize_row_q5_0(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q5_0)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q5_0 *y = (qc_block_q5_0 *)dst;
     const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
     uint8_t q[QC_QK];
@@ -309,7 +311,7 @@ void qc_quantize_row_q5_0(const float *src, void *dst, int64_t n, const float *i
     }
 }
 
-void qc_quantize_row_q4_1(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q4_1)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q4_1 *y = (qc_block_q4_1 *)dst;
     const int64_t nb = n / QC_QK;
     const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
@@ -324,7 +326,7 @@ void qc_quantize_row_q4_1(const float *src, void *dst, int64_t n, const float *i
     }
 }
 
-void qc_quantize_row_q5_1(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q5_1)(const float *src, void *dst, int64_t n, const float *importance) {
     qc_block_q5_1 *y = (qc_block_q5_1 *)dst;
     const int64_t nb = n / QC_QK;
     const float sigma2 = importance ? row_sigma2(src, n) : 0.0f;
@@ -343,7 +345,7 @@ void qc_quantize_row_q5_1(const float *src, void *dst, int64_t n, const float *i
 /* block_q8_0: d = amax/127, codes roundf(x*id), as quantize_row_q8_0_ref (which, unlike the
  * 4/5-bit types, rounds halves away from zero). llama.cpp's quantize_q8_0 ignores importance
  * weights, and so does this. */
-void qc_quantize_row_q8_0(const float *src, void *dst, int64_t n, const float *importance) {
+void QC_ISA_FN(qc_quantize_row_q8_0)(const float *src, void *dst, int64_t n, const float *importance) {
     (void)importance;
     qc_block_q8_0 *y = (qc_block_q8_0 *)dst;
     for (int64_t b = 0; b < n / QC_QK; b++, src += QC_QK) {
@@ -355,6 +357,7 @@ void qc_quantize_row_q8_0(const float *src, void *dst, int64_t n, const float *i
     }
 }
 
+#ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* ---- dequantizers ----------------------------------------------------------------------- */
 
 /* y = (q - offset)·d, or q·d + m when has_min: as dequantize_row_q4_0 ... q5_1, where the
@@ -409,3 +412,4 @@ void qc_dequantize_row_q8_0(const void *src, float *dst, int64_t n) {
         for (int j = 0; j < QC_QK; j++) dst[j] = (float)x[b].qs[j] * d;
     }
 }
+#endif

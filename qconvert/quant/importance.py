@@ -3,23 +3,24 @@ llama-quantize does, after checking that the matrix belongs to this model.
 
 A 3-D tensor of stacked experts has one row per expert in the matrix (llama-imatrix counts each
 expert's tokens apart): llama-quantize requires n_expert × row_len values and quantizes expert i's
-rows with the i-th row; TensorSource carries them flat and gguf_stream slices them.
+rows with the i-th row; the planned tensor carries them flat and the writer slices them.
 """
 
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TypeVar
 
 from gguf import GGUFWriter
 
 from qconvert.errors import QConvertError
-from qconvert.gguf_stream import TensorSource
 from qconvert.imatrix.file import ImportanceMatrix
 
 log = logging.getLogger(__name__)
+Planned = TypeVar("Planned")  # a planned output tensor (gguf_stream.TensorSource, engine.PlannedTensor): a dataclass with name, shape, row_len, n_mat, importance
 
 
-def attach_importance(plan: list[TensorSource], imatrix: ImportanceMatrix, where: Path) -> list[TensorSource]:
+def attach_importance(plan: list[Planned], imatrix: ImportanceMatrix, where: Path) -> list[Planned]:
     """The plan with importance weights on every quantized tensor the matrix covers. Tensors it lacks
     are quantized without (llama-quantize does the same); a matrix naming tensors this model does
     not have, or with rows of another width or another number of experts, is from another model: refused."""

@@ -1,6 +1,7 @@
 """llama-quantize as an oracle for single tensors: write the rows into a minimal f32 GGUF, run the
 bundled llama-quantize with --pure, and read back the quantized bytes."""
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -47,8 +48,18 @@ def write_single_tensor_gguf(path: Path, rows: np.ndarray) -> None:
     w.close()
 
 
+_ORACLE_CACHE: dict[tuple[bytes, tuple[int, ...], GGMLQuantizationType], bytes] = {}  # one llama-quantize run per input, whatever the ISA
+
+
 def llama_quantize_rows(rows: np.ndarray, qtype: GGMLQuantizationType, workdir: Path) -> bytes:
     """The bytes llama-quantize writes for `rows` (n_rows, n_cols) quantized to `qtype`."""
+    key = (hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float32).tobytes()).digest(), rows.shape, qtype)
+    if key not in _ORACLE_CACHE:
+        _ORACLE_CACHE[key] = _run_llama_quantize(rows, qtype, workdir)
+    return _ORACLE_CACHE[key]
+
+
+def _run_llama_quantize(rows: np.ndarray, qtype: GGMLQuantizationType, workdir: Path) -> bytes:
     src, dst = workdir / f"oracle-in-{qtype.name}.gguf", workdir / f"oracle-out-{qtype.name}.gguf"
     write_single_tensor_gguf(src, rows)
     proc = subprocess.run(

@@ -1,11 +1,17 @@
 """The Python bindings of the C quantizers, for every block type: threads, fp16 input, bad input,
-and the importance-weight hook of the API."""
+the importance-weight hook of the API, and the instruction-set switch."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
+from qconvert import _native
 from qconvert.quant import kernels
+from tests.native.isa import ALL_ISAS, forced_isa, require_isa
 
 ALL_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
 
@@ -51,3 +57,43 @@ def test_fp32_to_fp16_rounding_matches_numpy():
     with np.errstate(over="ignore"):
         expected = x.astype(np.float16).view(np.uint16)
     np.testing.assert_array_equal(kernels.fp32_to_fp16_bits(x), expected)
+
+
+# ---- the instruction-set paths ------------------------------------------------------------------
+
+
+def test_set_isa_refuses_an_unknown_path():
+    with pytest.raises(ValueError, match="instruction set mmx is not one this CPU runs"):
+        _native.set_isa("mmx")
+
+
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_qconvert_isa_chooses_the_path_at_start_up(isa):
+    require_isa(isa)
+    code = "from qconvert import _native; print(_native.isa())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "QCONVERT_ISA": isa})
+    assert proc.stdout.strip() == isa, proc.stderr
+
+
+def test_qconvert_isa_naming_no_path_is_an_import_error():
+    code = "from qconvert import _native"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "QCONVERT_ISA": "sse9"})
+    assert proc.returncode != 0 and "QCONVERT_ISA=sse9: not a path this CPU can run" in proc.stderr
+
+
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("isa", ALL_ISAS[1:])
+def test_simd_paths_write_the_scalar_bytes(qtype, isa):
+    """Rows of every width class (a tail of blocks that fills no SIMD group, one block, many), fp16
+    and float32, with and without importance weights: the same bytes as the scalar reference."""
+    rng = np.random.default_rng(3)
+    for cols in (256, 288, 1536, 4096 + 32 * 5):
+        if cols % kernels.block_info(qtype)[1]:
+            continue
+        x = (rng.standard_normal((7, cols)) * 10.0 ** rng.uniform(-3, 3, (7, 1))).astype(np.float32)
+        x[1, : cols // 2] = 0.0
+        for rows, weights in ((x, None), (x.astype(np.float16), None), (x, rng.random(cols, dtype=np.float32))):
+            with forced_isa("scalar"):
+                ref = kernels.quantize(rows, qtype, threads=2, importance=weights)
+            with forced_isa(isa):
+                np.testing.assert_array_equal(kernels.quantize(rows, qtype, threads=2, importance=weights), ref)

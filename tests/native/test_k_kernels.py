@@ -11,6 +11,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants as gguf_quants
 
 from qconvert.quant import kernels
+from tests.native.isa import ALL_ISAS, forced_isa
 from tests.native.llama_quantize_oracle import assert_matches_llama_quantize
 
 K_TYPES = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
@@ -191,8 +192,10 @@ CASES = {
 
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("case", list(CASES))
-def test_bytes_match_llama_quantize(case, qtype, tmp_path, llama_tools):
-    assert_matches_llama_quantize(CASES[case](), qtype, tmp_path, case)
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_bytes_match_llama_quantize(case, qtype, isa, tmp_path, llama_tools):
+    with forced_isa(isa):
+        assert_matches_llama_quantize(CASES[case](), qtype, tmp_path, case)
 
 
 # ---- dequantization ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants as gguf_quants
 
 from qconvert.quant import kernels
+from tests.native.isa import ALL_ISAS, forced_isa
 from tests.native.llama_quantize_oracle import assert_matches_llama_quantize, assert_same_blocks
 
 LEGACY = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
@@ -150,8 +151,10 @@ CASES = {
 
 @pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
 @pytest.mark.parametrize("case", list(CASES))
-def test_bytes_match_llama_quantize(case, qtype, tmp_path, llama_tools):
-    assert_matches_llama_quantize(CASES[case](), qtype, tmp_path, case)
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_bytes_match_llama_quantize(case, qtype, isa, tmp_path, llama_tools):
+    with forced_isa(isa):
+        assert_matches_llama_quantize(CASES[case](), qtype, tmp_path, case)
 
 
 @pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)

@@ -1,14 +1,19 @@
 """qconvert's quantized GGUF files against the bundled llama-quantize, byte for byte: same tensor
-names, same per-tensor types, same data, for every file type, on the trained fixture and on a
-random-weight Llama whose row lengths (384, and 1000 for ffn_down) force the fallbacks."""
+names, same per-tensor types, same data, for every file type and every instruction-set path
+(QCONVERT_ISA), on the trained fixture, on a random-weight Llama whose row lengths (384, and 1000
+for ffn_down) force the fallbacks, and on a random model of SmolLM2-135M's shapes (fewer layers),
+where most tensors fall back to the legacy types."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from qconvert.llama_cpp import find_tool
 from qconvert.quant.file_types import FileType
 from tests.conftest import FIXTURE, convert, run_cli
+from tests.native.isa import ALL_ISAS, require_isa
 from tests.quant.gguf_compare import differences, metadata_differences
+from tests.quant.random_models import SMOLLM2, make_llama
 
 ALL_TYPES = list(FileType)
 
@@ -18,16 +23,39 @@ def llama_quantize(src, dst, file_type: FileType) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.fixture(scope="module")
+def smollm2_f16(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("smollm2-shaped")
+    return convert(make_llama(d / "hf", SMOLLM2.with_layers(4)), d / "smollm2-f16.gguf")
+
+
+@pytest.fixture(scope="module")
+def reference(llama_tools, tmp_path_factory):
+    """llama-quantize's file for (source, file type), made once for every ISA's comparison."""
+    made: dict[tuple[Path, FileType], Path] = {}
+    d = tmp_path_factory.mktemp("llama-quantize")
+
+    def get(src: Path, file_type: FileType) -> Path:
+        if (src, file_type) not in made:
+            made[src, file_type] = d / f"{src.stem}-{file_type.value}.gguf"
+            llama_quantize(src, made[src, file_type], file_type)
+        return made[src, file_type]
+
+    return get
+
+
+@pytest.mark.parametrize("isa", ALL_ISAS)
 @pytest.mark.parametrize("file_type", ALL_TYPES, ids=[t.value for t in ALL_TYPES])
-@pytest.mark.parametrize("model", ["fixture", "odd-llama"])
-def test_quantize_matches_llama_quantize(llama_tools, fixture_f16, odd_llama_f16, tmp_path, model, file_type):
-    src = fixture_f16 if model == "fixture" else odd_llama_f16
-    reference, ours = tmp_path / "reference.gguf", tmp_path / "ours.gguf"
-    llama_quantize(src, reference, file_type)
+@pytest.mark.parametrize("model", ["fixture", "odd-llama", "smollm2-shaped"])
+def test_quantize_matches_llama_quantize(request, reference, tmp_path, monkeypatch, model, file_type, isa):
+    require_isa(isa)
+    src = request.getfixturevalue({"fixture": "fixture_f16", "odd-llama": "odd_llama_f16", "smollm2-shaped": "smollm2_f16"}[model])
+    monkeypatch.setenv("QCONVERT_ISA", isa)  # the CLI's process takes this path
+    ours = tmp_path / "ours.gguf"
     result = run_cli("quantize", src, ours, file_type.value, "--threads", 2)
     assert result.rc == 0, result.stderr
-    assert differences(ours, reference) == []
-    assert metadata_differences(ours, reference) == []
+    assert differences(ours, reference(src, file_type)) == []
+    assert metadata_differences(ours, reference(src, file_type)) == []
 
 
 @pytest.mark.parametrize("file_type", ALL_TYPES, ids=[t.value for t in ALL_TYPES])

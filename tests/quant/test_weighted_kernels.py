@@ -27,6 +27,7 @@ from qconvert.llama_cpp import find_tool
 from qconvert.quant import kernels
 from qconvert.quant.file_types import FileType
 from tests.conftest import convert
+from tests.native.isa import ALL_ISAS, forced_isa
 from tests.native.llama_quantize_oracle import PURE_FTYPE
 from tests.quant.legacy_imatrix import ImatrixEntry, quantizer_weights, write_legacy_imatrix
 
@@ -211,7 +212,8 @@ def first_difference(name: str, ours: bytes, ref: bytes, qtype: T, n_per_row: in
 
 
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
-def test_weighted_quantizers_match_llama_quantize_imatrix(llama_tools, source, qtype, tmp_path):
+@pytest.mark.parametrize("isa", ALL_ISAS)
+def test_weighted_quantizers_match_llama_quantize_imatrix(llama_tools, source, qtype, isa, tmp_path):
     gguf, imatrix, weights = source
     log = llama_quantize_imatrix(gguf, imatrix, tmp_path / "ref.gguf", qtype)
     assert "did not find weights" not in log, "llama-quantize ran without the imatrix for some tensor"
@@ -223,9 +225,11 @@ def test_weighted_quantizers_match_llama_quantize_imatrix(llama_tools, source, q
         x, qt = rows[name], r.tensor_type
         _, elems, _ = kernels.block_info(qt)
         assert qt == qtype or x.shape[1] % 256 != 0, f"{name}: llama-quantize wrote {qt.name}"
-        ours = kernels.quantize(x, qt, threads=2, importance=weights[name]).tobytes()
+        with forced_isa(isa):
+            ours = kernels.quantize(x, qt, threads=2, importance=weights[name]).tobytes()
+            plain = kernels.quantize(x, qt, threads=2).tobytes()
         problems.append(first_difference(name, ours, r.data.tobytes(), qt, x.shape[1]))
-        weighted_differs |= ours != kernels.quantize(x, qt, threads=2).tobytes()
+        weighted_differs |= ours != plain
     assert [p for p in problems if p] == []
     # the weights changed something, so both sides ran their weighted algorithm (Q8_0 has none)
     assert weighted_differs == (qtype != T.Q8_0)
