@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -35,6 +36,17 @@ def run_cli(*args: object, cwd: Path | None = None) -> CliResult:
         [sys.executable, "-m", "qconvert", *map(str, args)], capture_output=True, text=True, cwd=cwd, env={**os.environ}
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_cli_limited(*args: object, file_limit: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m qconvert ARGS` with SIGXFSZ ignored and, given `file_limit`, no file allowed to grow
+    past that many bytes (RLIMIT_FSIZE): writes then fail with EFBIG, as on a full disk."""
+    def limits() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    return subprocess.run([sys.executable, "-m", "qconvert", *map(str, args)], capture_output=True, text=True, timeout=600, preexec_fn=limits)
 
 
 def interrupt_cli(*args: object, ready: Callable[[], bool], settle: float = 0.0) -> tuple[int, str]:

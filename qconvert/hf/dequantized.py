@@ -26,19 +26,44 @@ _GPTQ_ZERO_OFFSET = {"gptq": 1, "gptq_v2": 0}
 @dataclass(frozen=True)
 class PackedFormat:
     leaves: tuple[str, ...]  # the tensors of one quantized linear, qweight first
-    dense_shape: Callable[[tuple[int, ...]], tuple[int, int]]  # qweight's shape → (out, in)
+    shapes: Callable[[dict[str, tuple[int, ...]]], tuple[tuple[int, int], dict[str, tuple[int, ...]]]]
+    # the leaves' shapes → (out, in), and the shape each leaf must have; ValueError when qweight's own shape cannot be
     dequantize: Callable[..., torch.Tensor]  # the leaves, by name → (out, in) float32
 
 
+def _matrix(shape: tuple[int, ...], leaf: str) -> tuple[int, int]:
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"{leaf} has the shape {list(shape)}, not a non-empty matrix")
+    return shape
+
+
 def gptq_format(bits: int, zero_offset: int) -> PackedFormat:
+    # 32 values fill `bits` int32 words: a packed axis holds a whole number of such runs
+    def shapes(leaf_shapes: dict[str, tuple[int, ...]]) -> tuple[tuple[int, int], dict[str, tuple[int, ...]]]:
+        rows, out = _matrix(leaf_shapes["qweight"], "qweight")
+        groups, zero_words = _matrix(leaf_shapes["qzeros"], "qzeros")
+        if rows % (bits if PACK % bits else 1) or zero_words % (bits if PACK % bits else 1):
+            raise ValueError(f"qweight {list(leaf_shapes['qweight'])} or qzeros {list(leaf_shapes['qzeros'])} is not whole runs of {bits}-bit values")
+        n_in = rows * PACK // bits
+        return (out, n_in), {"qzeros": (groups, out * bits // PACK), "scales": (groups, out), "g_idx": (n_in,)}
+
     return PackedFormat(
         ("qweight", "qzeros", "scales", "g_idx"),
-        lambda shape: (shape[1], shape[0] * PACK // bits),
+        shapes,
         lambda qweight, qzeros, scales, g_idx: dequantize_linear(qweight, qzeros, scales, g_idx, bits, zero_offset),
     )
 
 
-AWQ_GEMM = PackedFormat(("qweight", "qzeros", "scales"), lambda shape: (shape[1] * PACKED_WIDTH, shape[0]), dequantize_gemm)
+def _awq_shapes(leaf_shapes: dict[str, tuple[int, ...]]) -> tuple[tuple[int, int], dict[str, tuple[int, ...]]]:
+    n_in, words = _matrix(leaf_shapes["qweight"], "qweight")
+    groups = _matrix(leaf_shapes["qzeros"], "qzeros")[0]
+    if n_in % groups:
+        raise ValueError(f"its {n_in} inputs do not split into the {groups} groups of qzeros")
+    return (words * PACKED_WIDTH, n_in), {"qzeros": (groups, words), "scales": (groups, words * PACKED_WIDTH)}
+
+
+AWQ_GEMM = PackedFormat(("qweight", "qzeros", "scales"), _awq_shapes, dequantize_gemm)
+_LEAF_DTYPES = {"qweight": ("I32",), "qzeros": ("I32",), "g_idx": ("I32",), "scales": ("F16", "F32", "BF16")}
 
 
 class DequantizedCheckpoint:
@@ -54,19 +79,52 @@ class DequantizedCheckpoint:
                 self.entries[name] = e
             elif leaf == "qweight":
                 weight = f"{prefix}.weight"
-                out_features, in_features = fmt.dense_shape(e.shape)
+                if weight in ckpt.entries:
+                    raise QConvertError(f"{weight} is stored both dense and packed", e.file, "the checkpoint is damaged: re-download or re-save it")
+                out_features, in_features = self._check_linear(prefix)
                 self.entries[weight] = TensorEntry(weight, "F32", (out_features, in_features), e.file, e.offset, out_features * in_features * 4)
                 self.dense.add(weight)
+        for name, e in ckpt.entries.items():  # a packed tensor whose linear has no qweight
+            prefix, _, leaf = name.rpartition(".")
+            if leaf in fmt.leaves and f"{prefix}.qweight" not in ckpt.entries:
+                raise QConvertError(f"quantized linear {prefix} has {leaf} but no qweight", e.file, "the checkpoint is incomplete")
         self._cached: tuple[str, np.ndarray] | None = None
+
+    def _check_linear(self, prefix: str) -> tuple[int, int]:
+        """(out, in) of a quantized linear, once its packed tensors are all there, of their dtypes, and
+        of shapes that fit together (read from the header: nothing is loaded)."""
+        entries = self.ckpt.entries
+        where = entries[f"{prefix}.qweight"].file
+        for leaf in self.fmt.leaves:
+            e = entries.get(f"{prefix}.{leaf}")
+            if e is None:
+                raise QConvertError(f"quantized linear {prefix} has no {leaf}", where, "the checkpoint is incomplete")
+            if e.dtype not in _LEAF_DTYPES[leaf]:
+                raise QConvertError(f"{prefix}.{leaf} is {e.dtype}, not {' or '.join(_LEAF_DTYPES[leaf])}", e.file, "the checkpoint is damaged: re-download or re-save it")
+        leaf_shapes = {leaf: entries[f"{prefix}.{leaf}"].shape for leaf in self.fmt.leaves}
+        try:
+            dense, expected = self.fmt.shapes(leaf_shapes)
+        except ValueError as exc:
+            raise QConvertError(f"packed tensors of {prefix} do not fit together: {exc}", where, "the checkpoint is damaged: re-download or re-save it") from None
+        for leaf, shape in expected.items():
+            if tuple(leaf_shapes[leaf]) != shape:
+                raise QConvertError(
+                    f"packed tensors of {prefix} do not fit together: {leaf} has the shape {list(leaf_shapes[leaf])}, and qweight {list(leaf_shapes['qweight'])} asks for {list(shape)}",
+                    where, "the checkpoint is damaged: re-download or re-save it",
+                )
+        return dense
 
     def _dense(self, name: str) -> np.ndarray:
         if self._cached is None or self._cached[0] != name:
             prefix = name.rsplit(".", 1)[0]
-            parts = {}
-            for leaf in self.fmt.leaves:
-                if f"{prefix}.{leaf}" not in self.ckpt.entries:
-                    raise QConvertError(f"quantized linear {prefix} has no {leaf}", self.ckpt.entries[f"{prefix}.qweight"].file, "the checkpoint is incomplete")
-                parts[leaf] = torch.from_numpy(self.ckpt.load(f"{prefix}.{leaf}"))
+            parts = {leaf: torch.from_numpy(self.ckpt.load(f"{prefix}.{leaf}")) for leaf in self.fmt.leaves}
+            if "g_idx" in parts:  # each input's group: an index into the scales and zeros
+                n_groups = parts["scales"].shape[0]
+                g = parts["g_idx"]
+                if g.numel() and (int(g.min()) < 0 or int(g.max()) >= n_groups):
+                    bad = int(g.min()) if int(g.min()) < 0 else int(g.max())
+                    raise QConvertError(f"{prefix}.g_idx names group {bad}, but the linear has {n_groups} groups", self.ckpt.entries[f"{prefix}.g_idx"].file,
+                                        "the checkpoint is damaged: re-download or re-save it")
             try:
                 w = self.fmt.dequantize(**parts)
             except RuntimeError as exc:  # shapes that do not fit together
@@ -96,16 +154,25 @@ def open_checkpoint(model_dir: Path, raw_config: dict[str, Any]) -> Checkpoint:
     if not qc:
         return ckpt
     method, bits = qc.get("quant_method"), qc.get("bits")
+    where = model_dir / "config.json"
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise QConvertError(f"quantization_config's bits is {_shown(bits)}, not an integer", where, "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints")
     if method == "awq":
         version = qc.get("version", "gemm")
         if version != "gemm" or bits != 4:
-            raise QConvertError(f"AWQ {version!r} at {bits!r} bits is not supported", model_dir / "config.json", "qconvert reads 4-bit AWQ GEMM checkpoints")
+            raise QConvertError(f"AWQ {_shown(version)} at {bits} bits is not supported", where, "qconvert reads 4-bit AWQ GEMM checkpoints")
         return DequantizedCheckpoint(ckpt, AWQ_GEMM)
     fmt = qc.get("checkpoint_format", qc.get("format", "gptq"))
-    if method != "gptq" or fmt not in _GPTQ_ZERO_OFFSET:
+    if method != "gptq" or not isinstance(fmt, str) or fmt not in _GPTQ_ZERO_OFFSET:
         raise QConvertError(
-            f"quantization method {method!r} (format {fmt!r}) is not supported", model_dir / "config.json", "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints"
+            f"quantization method {_shown(method)} (format {_shown(fmt)}) is not supported", where, "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints"
         )
     if bits not in (2, 3, 4, 8):
-        raise QConvertError(f"GPTQ bits {bits!r} is not 2, 3, 4 or 8", model_dir / "config.json")
+        raise QConvertError(f"GPTQ bits {bits} is not 2, 3, 4 or 8", where)
     return DequantizedCheckpoint(ckpt, gptq_format(bits, _GPTQ_ZERO_OFFSET[fmt]))
+
+
+def _shown(value: Any) -> str:
+    """A config value as an error line quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

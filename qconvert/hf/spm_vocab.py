@@ -22,6 +22,7 @@ The `sentencepiece` package reads tokenizer.model; it is imported only when a ch
 """
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 SPM_FILE = "tokenizer.model"
 _PAD_SCORE = -10000.0  # rows no piece uses
 _ADDED_SCORE = -1000.0  # rows added_tokens.json or added_tokens_decoder set
+_RESAVE = "re-save the tokenizer with save_pretrained"
 
 
 def has_spm(model_dir: Path) -> bool:
@@ -53,7 +55,9 @@ def _processor(path: Path):
     try:
         sp.LoadFromFile(str(path))
     except (OSError, RuntimeError) as exc:
-        raise QConvertError(f"sentencepiece cannot load it: {exc}", path, "re-save the tokenizer with save_pretrained") from exc
+        raise QConvertError(f"sentencepiece cannot load it: {exc}", path, _RESAVE) from exc
+    except UnicodeDecodeError:  # the library's error quotes a damaged piece's bytes, which do not decode
+        raise QConvertError("sentencepiece cannot load it: a piece is not UTF-8 text", path, _RESAVE) from None
     return sp
 
 
@@ -81,7 +85,13 @@ def spm_tokens(model_dir: Path, vocab_size: int, tok_config: dict[str, Any] | No
     scores = [_PAD_SCORE] * vocab_size
     types = [int(TokenType.UNUSED)] * vocab_size
     for i in range(n_pieces):
-        tokens[i], scores[i], types[i] = sp.IdToPiece(i), sp.GetScore(i), int(_piece_type(sp, i))
+        try:
+            tokens[i] = sp.IdToPiece(i)
+        except UnicodeDecodeError as exc:  # the library keeps a piece's bytes as they are
+            raise QConvertError(f"piece {i} of tokenizer.model is not UTF-8 text ({exc.reason} at byte {exc.start})", path, _RESAVE) from None
+        scores[i], types[i] = sp.GetScore(i), int(_piece_type(sp, i))
+        if not math.isfinite(scores[i]):  # GGUF keeps it, and llama.cpp would rank merges by it
+            raise QConvertError(f"piece {i} ({tokens[i][:40]!r}) of tokenizer.model has the score {scores[i]}", path, _RESAVE)
 
     added_path = model_dir / "added_tokens.json"
     if added_path.is_file():
@@ -92,7 +102,13 @@ def spm_tokens(model_dir: Path, vocab_size: int, tok_config: dict[str, Any] | No
             tokens[token_id], scores[token_id], types[token_id] = token, _ADDED_SCORE, int(TokenType.USER_DEFINED)
 
     decoder = (tok_config or {}).get("added_tokens_decoder") or {}
+    config_path = model_dir / "tokenizer_config.json"
+    if not isinstance(decoder, dict):
+        raise QConvertError(f"added_tokens_decoder is a JSON {type(decoder).__name__}, not an object of id → token", config_path, _RESAVE)
     for key, entry in decoder.items():
+        if not (key.isascii() and key.isdecimal() and len(key) < 19) or not isinstance(entry, dict) or not isinstance(entry.get("content"), str):
+            shown = repr(key) if len(key) < 40 else repr(key[:37]) + "..."
+            raise QConvertError(f"added_tokens_decoder entry {shown} is not an id with an object holding its \"content\" text", config_path, _RESAVE)
         token_id, token = int(key), entry["content"]
         if token_id >= vocab_size:
             log.warning("added_tokens_decoder: %r has id %d, outside the %d embedding rows: left out", token, token_id, vocab_size)

@@ -167,15 +167,34 @@ def _convert(value: object, tp: object, where: str, base: Path) -> object:
             return value
     elif tp is Path:
         if isinstance(value, str) and value:
-            return (base / Path(value).expanduser()).absolute()
+            if "\0" in value:
+                raise QConvertError(f"the path {_shown(value)} holds a NUL character", where)
+            try:
+                return (base / Path(value).expanduser()).absolute()
+            except RuntimeError as exc:  # "~user" of no such user, or no home directory
+                raise QConvertError(f"cannot expand {_shown(value)}: {exc}", where) from None
     got = type(value).__name__.replace("dict", "table").replace("str", "string").replace("list", "array")
-    raise QConvertError(f"must be {_type_name(tp)}, not {got} {value!r}", where)
+    raise QConvertError(f"must be {_type_name(tp)}, not {got} {_shown(value)}", where)
+
+
+def _shown(value: object) -> str:
+    """A value as an error line quotes it: its repr (one line, whatever it holds), cut short."""
+    text = repr(str(value) if isinstance(value, Path) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _exists(path: Path, where: str, is_file: bool = False) -> bool:
+    """Whether `path` exists (is a file); a path the system refuses to look up (too long) is an error."""
+    try:
+        return path.is_file() if is_file else path.exists()
+    except OSError as exc:
+        raise QConvertError(f"cannot look up {_shown(path)}: {exc.strerror or exc}", where) from None
 
 
 def _unknown_key(key: str, valid: list[str], where: str) -> QConvertError:
     near = [v for v in valid if key.startswith(v) or v.startswith(key)] or difflib.get_close_matches(key, valid, n=1)
     hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(valid)}"
-    return QConvertError(f"unknown key {key!r}", where, hint)
+    return QConvertError(f"unknown key {_shown(key)}", where, hint)
 
 
 def _section(cls: type, table: object, where: str, base: Path, defaults: object = None) -> object:
@@ -208,23 +227,23 @@ def _check(recipe: Recipe, where: str, prefix: str = "") -> None:
     from qconvert.quant.file_types import parse_file_type
 
     model = recipe.model.path
-    if not (model / "config.json").is_file():
-        raise QConvertError(f"no Hugging Face model folder (with config.json) at {model}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
+    if not _exists(model / "config.json", f"{where}: {prefix or 'model.'}path", is_file=True):
+        raise QConvertError(f"no Hugging Face model folder (with config.json) at {_shown(model)}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
     at = f"{where}: {prefix}"  # the start of every key in the errors below
     calibration = recipe.calibration
     for key, path in [("calibration.file", calibration.file), *((f"calibration.sources[{i}]", p) for i, p in enumerate(calibration.sources)), ("eval.text", recipe.eval.text)]:
-        if path is not None and not path.exists():
-            raise QConvertError(f"no such file or folder: {path}", f"{at}{key}")
+        if path is not None and not _exists(path, f"{at}{key}"):
+            raise QConvertError(f"no such file or folder: {_shown(path)}", f"{at}{key}")
     if calibration.file is not None and calibration.sources:
         raise QConvertError("give either a calibration file or sources, not both", f"{at}calibration")
     if calibration.mode not in ("concat", "samples"):
-        raise QConvertError(f"unknown mode {calibration.mode!r}", f"{at}calibration.mode", "choose concat or samples")
+        raise QConvertError(f"unknown mode {_shown(calibration.mode)}", f"{at}calibration.mode", "choose concat or samples")
     for key in ("n_samples", "seqlen"):
         if getattr(calibration, key) < 1:
             raise QConvertError("must be at least 1", f"{at}calibration.{key}")
     if recipe.gguf is not None:
         if recipe.gguf.imatrix not in (True, False, "both"):
-            raise QConvertError(f"must be true, false or \"both\", not {recipe.gguf.imatrix!r}", f"{at}gguf.imatrix")
+            raise QConvertError(f"must be true, false or \"both\", not {_shown(recipe.gguf.imatrix)}", f"{at}gguf.imatrix")
         if not recipe.gguf.types:
             raise QConvertError("lists no types", f"{at}gguf.types", "name at least one, e.g. [\"q4_k_m\"]")
     gguf_types = [(f"gguf.types[{i}]", t) for i, t in enumerate(recipe.gguf.types if recipe.gguf else [])]
@@ -247,7 +266,7 @@ def _check(recipe: Recipe, where: str, prefix: str = "") -> None:
         elif not recipe.awq.gguf_types:
             raise QConvertError("asks for nothing: packed = false and no gguf_types", f"{at}awq")
     if recipe.run.device not in ("cpu", "cuda"):
-        raise QConvertError(f"unknown device {recipe.run.device!r}", f"{at}run.device", "choose cpu or cuda")
+        raise QConvertError(f"unknown device {_shown(recipe.run.device)}", f"{at}run.device", "choose cpu or cuda")
     if recipe.eval.ctx < 8 or recipe.eval.ctx % 2 or recipe.eval.chunks < 0 or recipe.run.threads < 0:
         bad = "eval.ctx" if recipe.eval.ctx < 8 or recipe.eval.ctx % 2 else "eval.chunks" if recipe.eval.chunks < 0 else "run.threads"
         raise QConvertError("out of range (ctx: an even number of at least 8; chunks and threads: 0 or more)", f"{at}{bad}")
@@ -300,15 +319,20 @@ def _model_entries(raw: object, top: dict[str, object], where: str, base: Path) 
             else:
                 sections[key] = _section(SECTIONS[key], value, f"{at}.{key}", base, defaults=top.get(key) or None)
         recipe = Recipe(path=Path(where).absolute(), model=model, **sections)
-        for key, text in (("name", recipe.name), ("variant", model.variant)):
-            if "/" in text or text.startswith("."):
-                raise QConvertError(f"{text!r} cannot name a folder (no '/', no leading '.')", f"{at}.{key}")
+        _check_names(recipe, at)
         if recipe.label in labels:
             raise QConvertError(f"repeats models[{labels[recipe.label]}] ({recipe.label!r})", at, "give it another name, or a variant = \"...\"")
         labels[recipe.label] = i
         _check(recipe, where, f"models[{i}].")
         recipes.append(recipe)
     return recipes
+
+
+def _check_names(recipe: Recipe, at: str) -> None:
+    """The model's name and variant name files and folders of the run: no '/', no leading '.'."""
+    for key, text in (("name", recipe.name), ("variant", recipe.model.variant)):
+        if "/" in text or text.startswith(".") or "\0" in text:
+            raise QConvertError(f"{_shown(text)} cannot name a folder (no '/', no leading '.')", f"{at}.{key}")
 
 
 def load_recipe(path: Path) -> Release:
@@ -341,5 +365,6 @@ def load_recipe(path: Path) -> Release:
     if sections["model"].variant:
         raise QConvertError("a variant only tells apart entries of [[models]]", f"{where}: model.variant")
     recipe = Recipe(path=path.absolute(), **sections)
+    _check_names(recipe, f"{where}: model")
     _check(recipe, where)
     return Release(path.absolute(), [recipe])

@@ -175,3 +175,132 @@ def text_fields(data: bytes) -> list[Field]:
         else:
             i += 1
     return fields
+
+
+# --- protobuf ---------------------------------------------------------------------------------------
+
+_VARINT_EXTREMES = (0, 1, 127, 128, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**40, 2**63 - 1, 2**63, 2**64 - 1)
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def varint_mutations(seed: bytes, fields: list[Field], n: int, rng: random.Random) -> Iterator[Case]:
+    """A protobuf's length and varint fields re-encoded with another value (their width changing with
+    it), aimed mostly at lengths: 2^31, 2^64-1, one more or less than the true length, ..."""
+    targets = [f for f in fields if f.label.endswith((" length", " varint"))]
+    lengths = [f for f in targets if f.label.endswith(" length")]
+    for _ in range(n):
+        f = rng.choice(lengths if lengths and rng.random() < 0.7 else targets)
+        old = 0
+        for i, b in enumerate(seed[f.offset : f.offset + f.size]):
+            old |= (b & 0x7F) << (7 * i)
+        value = rng.choice((*_VARINT_EXTREMES, old + 1, old - 1 if old else 2, old * 2, old + 2**20))
+        # sometimes an over-long encoding (10 bytes) or one that never ends (continuation bits to the end)
+        encoded = _encode_varint(value)
+        style = rng.random()
+        if style < 0.1:
+            encoded = bytes(b | 0x80 for b in encoded) + b"\x80" * (10 - len(encoded)) + b"\x01"
+            label = "11-byte varint"
+        elif style < 0.15:
+            encoded = b"\xff" * rng.randint(1, 12)
+            label = "unterminated varint"
+        else:
+            label = f"varint {_name_of(value)}"
+        yield Case(f"{label} @{f.offset} ({f.label})", seed[: f.offset] + encoded + seed[f.offset + f.size :])
+
+
+# --- TOML -------------------------------------------------------------------------------------------
+
+_TOML_VALUES = (
+    "0", "-1", "1", "2147483648", "9223372036854775807", "-9223372036854775808", "99999999999999999999999999", "0x7fffffff",
+    "1e308", "-1e308", "0.5", "nan", "inf", "-inf", "1e-320", '""', '"x"', '"\\u0000"', '"~nosuchuser/x"', f'"{"x" * 5000}"',
+    '".."', '"."', '"/"', '"/dev/null"', '"model"', '"eval.txt"', '"q4_k_m"', '"Q4_K_M"', '"f16"', '"both"', '"cuda"', '"é"',
+    "true", "false", "[]", "[1, 2]", '["q4_0", "q4_0"]', '["a", 1]', "[[]]", "{}", "{ a = 1 }", "{ path = \"model\" }",
+    "1979-05-27T07:32:00Z", "07:32:00", "1979-05-27", '"""\nmulti\nline"""', "'literal\\x'", "[" * 60 + "]" * 60,
+)
+
+
+def toml_fields(data: bytes) -> list[Field]:
+    """A TOML file's structure as byte fields: each string, number or word, and each punctuation."""
+    fields, i = [], 0
+    while i < len(data):
+        c = data[i : i + 1]
+        if c == b'"':
+            j = i + 1
+            while j < len(data) and data[j : j + 1] not in (b'"', b"\n"):
+                j += 2 if data[j : j + 1] == b"\\" else 1
+            fields.append(Field(i, j + 1 - i, "string"))
+            i = j + 1
+        elif c == b"#":
+            j = data.find(b"\n", i)
+            j = len(data) if j < 0 else j
+            fields.append(Field(i, j - i, "comment"))
+            i = j
+        elif c in b"{}[],=.\n":
+            fields.append(Field(i, 1, "newline" if c == b"\n" else "punctuation"))
+            i += 1
+        elif c.isalnum() or c in b"-_+":
+            j = i
+            while j < len(data) and (data[j : j + 1].isalnum() or data[j : j + 1] in b"-_+."):
+                j += 1
+            fields.append(Field(i, j - i, "number" if c.isdigit() or c in b"-+" else "word"))
+            i = j
+        else:
+            i += 1
+    return fields
+
+
+def toml_mutations(seed: bytes, n: int, rng: random.Random) -> Iterator[Case]:
+    """A TOML document's values replaced by others (of another type, extremes, paths, dates, deep
+    arrays), keys renamed or repeated, lines deleted, repeated or swapped: each a text edit, so
+    the syntax around the value stays as the seed has it."""
+    for _ in range(n):
+        lines = seed.decode("utf-8").split("\n")
+        steps = []
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            op = rng.choice(("value",) * 6 + ("key", "delete line", "repeat line", "swap lines", "new key"))
+            assignments = [i for i, line in enumerate(lines) if " = " in line and not line.startswith("#")]
+            if op == "value" and assignments:
+                i = rng.choice(assignments)
+                key, _, old = lines[i].partition(" = ")
+                if old.startswith("[") and old.endswith("]") and ", " in old and rng.random() < 0.5:  # one element of an array
+                    items = old[1:-1].split(", ")
+                    j = rng.randrange(len(items))
+                    items[j] = rng.choice(_TOML_VALUES)
+                    lines[i] = f"{key} = [{', '.join(items)}]"
+                else:
+                    lines[i] = f"{key} = {rng.choice(_TOML_VALUES)}"
+                steps.append(f"set line {i + 1}: {lines[i][:40]!r}")
+            elif op == "key" and assignments:
+                i = rng.choice(assignments)
+                key, _, value = lines[i].partition(" = ")
+                new = rng.choice((key + "s", key[:-1], key.upper(), "unknown", '"quoted key"', "a.b", key + "." + key))
+                lines[i] = f"{new} = {value}"
+                steps.append(f"rename key on line {i + 1} to {new!r}")
+            elif op == "new key":
+                i = rng.randrange(len(lines) + 1)
+                line = f"{rng.choice(('bits', 'path', 'types', 'model', 'extra', 'ctx', 'gptq'))} = {rng.choice(_TOML_VALUES)}"
+                lines.insert(i, line)
+                steps.append(f"insert at line {i + 1}: {line[:40]!r}")
+            elif op == "delete line" and lines:
+                i = rng.randrange(len(lines))
+                steps.append(f"delete line {i + 1}: {lines.pop(i)[:40]!r}")
+            elif op == "repeat line" and lines:
+                i = rng.randrange(len(lines))
+                lines.insert(i, lines[i])
+                steps.append(f"repeat line {i + 1}: {lines[i][:40]!r}")
+            elif len(lines) > 1:
+                i, j = rng.sample(range(len(lines)), 2)
+                lines[i], lines[j] = lines[j], lines[i]
+                steps.append(f"swap lines {i + 1} and {j + 1}")
+        yield Case("toml: " + "; ".join(steps), "\n".join(lines).encode("utf-8"))

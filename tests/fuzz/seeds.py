@@ -220,3 +220,250 @@ def write_calibration_seed(path: Path, tokenizer) -> Path:
     counts = Counts(3, 3, 0, 0, 0, 200, 0, 1, 0, 4, 4, int(mask.sum()))
     manifest = Manifest(info, SamplingOptions(n_samples=4, seqlen=32), (source,), counts)
     return write_calibration(CalibrationSet(ids, mask, manifest), path)
+
+
+# --- a SentencePiece tokenizer.model ------------------------------------------------------------------
+
+SPM_PIECES = 400  # few pieces (256 of them bytes): trained in a fraction of a second
+
+
+def make_spm_model(src: Path, dst: Path) -> Path:
+    """`src` (the small Llama) with a SentencePiece tokenizer as Llama 2 ships it: a BPE model with
+    byte fallback (identity normalization, <unk> <s> </s> at 0-2, a control and a user-defined
+    symbol), tokenizer_config.json naming LlamaTokenizer, no tokenizer.json."""
+    import sentencepiece as spm
+
+    from tests.conftest import ROOT
+
+    shutil.copytree(src, dst)
+    (dst / "tokenizer.json").unlink(missing_ok=True)
+    train = dst.parent / "spm-train"
+    train.mkdir(exist_ok=True)
+    text = train / "train.txt"
+    text.write_text((ROOT / "calibration" / "en" / "austen-emma.txt").read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(train / "sp"), vocab_size=SPM_PIECES, model_type="bpe", byte_fallback=True,
+        user_defined_symbols=["<tool>"], control_symbols=["[INST]"], unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        character_coverage=1.0, split_digits=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        num_threads=1, minloglevel=2, seed_sentencepiece_size=20_000,
+    )
+    shutil.copyfile(train / "sp.model", dst / "tokenizer.model")
+    shutil.rmtree(train)
+    config = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+              "tokenizer_class": "LlamaTokenizer", "legacy": False, "added_tokens_decoder": {
+                  str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+                  for i, t in ((0, "<unk>"), (1, "<s>"), (2, "</s>"), (3, "[INST]"))}}
+    (dst / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    for name in ("special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"):
+        (dst / name).unlink(missing_ok=True)
+    return dst
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[pos]
+        value |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+
+
+# ModelProto's message fields (pieces, trainer_spec, normalizer_spec, denormalizer_spec), walked into
+_SPM_MESSAGES = {1: "piece", 2: "trainer_spec", 3: "normalizer_spec", 5: "denormalizer_spec"}
+
+
+def protobuf_fields(data: bytes, start: int = 0, end: int | None = None, label: str = "model", depth: int = 0) -> list[Field]:
+    """A protobuf message's structure as byte fields: each tag, varint, fixed32/64 value, length and
+    payload; ModelProto's sub-messages are walked into. Length fields are labelled "... length"."""
+    end = len(data) if end is None else end
+    fields, pos, counts = [], start, {}
+    while pos < end:
+        tag, after = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        counts[number] = counts.get(number, 0) + 1
+        name = f"{label}.{_SPM_MESSAGES.get(number, number) if depth == 0 else number}"
+        if depth == 0 and number == 1:
+            name += f"[{counts[number] - 1}]"
+        fields.append(Field(pos, after - pos, f"{name} tag"))
+        pos = after
+        if wire == 0:
+            _, after = _varint(data, pos)
+            fields.append(Field(pos, after - pos, f"{name} varint"))
+        elif wire in (1, 5):
+            after = pos + (8 if wire == 1 else 4)
+            fields.append(Field(pos, after - pos, f"{name} fixed{8 * (after - pos)}"))
+        elif wire == 2:
+            n, body = _varint(data, pos)
+            fields.append(Field(pos, body - pos, f"{name} length"))
+            after = body + n
+            if depth == 0 and number in _SPM_MESSAGES:
+                fields += protobuf_fields(data, body, after, name, depth + 1)
+            else:
+                fields.append(Field(body, n, f"{name} bytes"))
+        else:
+            raise ValueError(f"wire type {wire} in a valid seed")
+        pos = after
+    return fields
+
+
+# --- GPTQ and AWQ checkpoints ----------------------------------------------------------------------------
+
+_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+QUANT_GROUP = 32
+
+
+def _quantized_copy(src: Path, dst: Path, quantization_config: dict, pack) -> Path:
+    """`src` with every decoder linear replaced by `pack(name, weight (out, in) float32)`'s tensors."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    tensors = load_file(src / "model.safetensors")
+    out = {}
+    for name, t in tensors.items():
+        prefix = name.removesuffix(".weight")
+        if name.endswith(".weight") and prefix.split(".", 3)[-1] in _LINEARS:
+            for leaf, value in pack(t.astype(np.float32)).items():
+                out[f"{prefix}.{leaf}"] = np.ascontiguousarray(value)
+        else:
+            out[name] = t
+    save_file(out, dst / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((dst / "config.json").read_text())
+    config["quantization_config"] = quantization_config
+    (dst / "config.json").write_text(json.dumps(config, indent=2))
+    return dst
+
+
+def _rtn(w: np.ndarray, groups: np.ndarray, n_groups: int, bits: int, zero_min: int):
+    """Round-to-nearest levels (out, in), zeros and scales (n_groups, out) of w by input groups."""
+    maxq = 2**bits - 1
+    lo = np.stack([w[:, groups == g].min(axis=1) for g in range(n_groups)])
+    hi = np.stack([w[:, groups == g].max(axis=1) for g in range(n_groups)])
+    scales = np.maximum(hi - lo, 1e-5) / maxq
+    zeros = np.clip(np.round(-lo / scales), zero_min, maxq).astype(np.int32)
+    levels = np.clip(np.round(w / scales[groups].T) + zeros[groups].T, 0, maxq).astype(np.int32)
+    return levels, zeros, scales.astype(np.float16)
+
+
+def make_gptq_model(src: Path, dst: Path, bits: int = 4) -> Path:
+    """A GPTQ v1 checkpoint (AutoGPTQ's layout, desc_act: a permuted g_idx) of `src`, by round to nearest."""
+    from qconvert.gptq.packing import pack_rows
+
+    rng = np.random.default_rng(0)
+
+    def pack(w: np.ndarray) -> dict:
+        n_in = w.shape[1]
+        g_idx = (rng.permutation(n_in) // QUANT_GROUP).astype(np.int32)
+        levels, zeros, scales = _rtn(w, g_idx, n_in // QUANT_GROUP, bits, zero_min=1)
+        return {"qweight": pack_rows(levels, bits).T, "qzeros": pack_rows(zeros - 1, bits), "scales": scales, "g_idx": g_idx}
+
+    qc = {"quant_method": "gptq", "checkpoint_format": "gptq", "bits": bits, "group_size": QUANT_GROUP, "desc_act": True, "static_groups": False,
+          "sym": False, "damp_percent": 0.01, "true_sequential": True, "lm_head": False, "pack_dtype": "int32"}
+    return _quantized_copy(src, dst, qc, pack)
+
+
+def make_awq_model(src: Path, dst: Path) -> Path:
+    """A 4-bit AWQ GEMM checkpoint of `src`, by round to nearest (no scale search)."""
+    import torch
+
+    from qconvert.awq.packing import pack_gemm
+
+    def pack(w: np.ndarray) -> dict:
+        groups = np.arange(w.shape[1]) // QUANT_GROUP
+        levels, zeros, scales = _rtn(w, groups, w.shape[1] // QUANT_GROUP, 4, zero_min=0)
+        packed = pack_gemm(torch.from_numpy(levels), torch.from_numpy(zeros.T.copy()), torch.from_numpy(scales.T.copy()))
+        return {k: v.numpy() for k, v in packed.items()}
+
+    qc = {"quant_method": "awq", "version": "gemm", "bits": 4, "group_size": QUANT_GROUP, "zero_point": True, "modules_to_not_convert": None}
+    return _quantized_copy(src, dst, qc, pack)
+
+
+# --- a recipe --------------------------------------------------------------------------------------------
+
+RECIPE = """\
+# a release of the small model: every section, every kind of value
+[model]
+path = "model"
+name = "small"
+
+[calibration]
+sources = ["calib.txt"]
+n_samples = 8
+seqlen = 128
+mode = "concat"
+
+[gguf]
+types = ["q4_0", "q4_k_m", "q8_0"]
+imatrix = "both"
+ollama = true
+
+[[gptq]]
+bits = 4
+group_size = 32
+damp = 0.01
+
+[[gptq]]
+bits = 8
+group_size = 32
+sym = false
+desc_act = true
+
+[awq]
+bits = 4
+group_size = 32
+gguf_types = ["q4_k_m"]
+
+[eval]
+text = "eval.txt"
+ctx = 128
+chunks = 2
+
+[run]
+device = "cpu"
+compute_dtype = "float32"
+threads = 1
+"""
+
+RECIPE_MATRIX = """\
+# a release matrix: two variants of the small model
+[calibration]
+n_samples = 8
+seqlen = 128
+
+[gguf]
+types = ["q4_0", "q8_0"]
+imatrix = "both"
+
+[[gptq]]
+bits = 4
+group_size = 32
+
+[eval]
+text = "eval.txt"
+ctx = 128
+
+[[models]]
+path = "model"
+
+[[models]]
+path = "model"
+variant = "g64"
+gguf = { types = ["q4_0", "q4_k_m"] }
+gptq = [{ bits = 4, group_size = 64 }, { bits = 8, group_size = 64 }]
+awq = { group_size = 64 }
+"""
+
+
+def make_recipe_folder(model: Path, dst: Path) -> Path:
+    """A folder with the small model, a calibration and an evaluation text, and the two recipes."""
+    from tests.conftest import ROOT
+
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model, dst / "model")
+    text = (ROOT / "calibration" / "en" / "austen-emma.txt").read_text(encoding="utf-8")
+    (dst / "calib.txt").write_text(text[:20_000], encoding="utf-8")
+    (dst / "eval.txt").write_text(text[20_000:30_000], encoding="utf-8")
+    (dst / "recipe.toml").write_text(RECIPE, encoding="utf-8")
+    (dst / "matrix.toml").write_text(RECIPE_MATRIX, encoding="utf-8")
+    return dst

@@ -18,6 +18,10 @@ KINDS = {
     "tokenizer.json": "tokenizer.json (`gguf`, calibration's tokenizer)",
     "tokenizer_config.json": "tokenizer_config.json (`gguf`, calibration's tokenizer)",
     "calibration": "calibration file (`inspect`, `--calib`)",
+    "tokenizer.model": "tokenizer.model, SentencePiece (`gguf`)",
+    "gptq-checkpoint": "GPTQ checkpoint: quantization_config, packed tensors (`gguf`; `ppl` and `load` read them alike)",
+    "awq-checkpoint": "AWQ checkpoint: quantization_config, packed tensors (`gguf`; `ppl` and `load` read them alike)",
+    "recipe": "recipe TOML (`run`: the recipe and its plan)",
 }
 
 

@@ -58,18 +58,26 @@ def _runs(kind: str, case: Path, outcome: str, work: Path, small_model: Path, se
         return [("quantize", ["quantize", seed_dir / "model.gguf", out_dir / "q.gguf", "q4_k_m", "--imatrix", case], out_dir / "q.gguf")]
     if kind == "calibration":
         return [("inspect", ["inspect", case], None)]
+    if kind == "recipe":  # the recipe beside the seed's model and texts; --dry-run: the plan, no stage run
+        recipe = seed_dir.parent / "recipe" / f"cli-{case.name}"
+        shutil.copyfile(case, recipe)
+        return [("run --dry-run", ["run", recipe, "--dry-run", "-o", out_dir / "run"], None)]
+    from tests.fuzz import seeds
+
     folder = work / "model"
     shutil.rmtree(folder, ignore_errors=True)
-    if kind == "safetensors-index":
-        from tests.fuzz.seeds import make_sharded
-
-        make_sharded(small_model, folder)
+    makers = {"safetensors-index": seeds.make_sharded, "tokenizer.model": seeds.make_spm_model,
+              "gptq-checkpoint": seeds.make_gptq_model, "awq-checkpoint": seeds.make_awq_model}
+    if kind in makers:
+        makers[kind](small_model, folder)
     else:
         shutil.copytree(small_model, folder)
     raw = case.read_bytes()
-    target = {"safetensors": "model.safetensors", "safetensors-index": "model-00001-of-00002.safetensors"}.get(kind, kind)
-    if raw.startswith(b"INDEX"):
-        target, raw = "model.safetensors.index.json", raw[5:]
+    target = {"safetensors": "model.safetensors", "safetensors-index": "model-00001-of-00002.safetensors", "gptq-checkpoint": "model.safetensors",
+              "awq-checkpoint": "model.safetensors"}.get(kind, kind)
+    for mark, name in ((b"INDEX", "model.safetensors.index.json"), (b"CONFIG", "config.json"), (b"TOKCFG", "tokenizer_config.json")):
+        if raw.startswith(mark):
+            target, raw = name, raw[len(mark) :]
     (folder / target).write_bytes(raw)
     runs = [("gguf", ["gguf", folder, "-o", out_dir / "m.gguf", "--type", "q8_0"], out_dir / "m.gguf")]
     if kind in ("safetensors", "config.json") and outcome == "error":  # what inspect reads of a folder

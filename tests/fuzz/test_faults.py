@@ -4,31 +4,20 @@ full tmpfs where one can be mounted), a read-only output folder, a read-only or 
 is one clear error line naming the output, exit code 2, and nothing partial left behind."""
 
 import os
-import resource
 import shutil
-import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli_limited
 from tests.fuzz.conftest import can_mount_tmpfs
 
 # Bytes any one file may grow to, per writer: below each output's size (the small model's GGUFs
 # ~0.6-1.1 MB, GPTQ and AWQ folders ~0.8 MB and the 257 KB tokenizer.json, a 16 × 128 calibration
 # set 34 KB, its importance matrix ~6 KB).
 FILE_LIMIT = {"gguf": 48 << 10, "quantize": 48 << 10, "calib": 8 << 10, "imatrix": 2 << 10, "gptq": 48 << 10, "awq": 48 << 10}
-
-
-def _cli_limited(*args: object, file_limit: int | None = None) -> subprocess.CompletedProcess:
-    def limits() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        if file_limit is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
-
-    return subprocess.run([sys.executable, "-m", "qconvert", *map(str, args)], capture_output=True, text=True, timeout=600, preexec_fn=limits)
 
 
 def _writer_args(writer: str, model: Path, f16: Path, calib: Path, out: Path) -> list:
@@ -59,7 +48,7 @@ def _assert_clean_failure(proc: subprocess.CompletedProcess, out: Path, words: t
 def test_file_size_limit_is_a_clear_error_and_leaves_nothing(tmp_path, writer, small_model, small_f16, small_calib):
     out = tmp_path / "out" / OUTPUT_NAMES[writer]
     out.parent.mkdir()
-    proc = _cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, out), file_limit=FILE_LIMIT[writer])
+    proc = run_cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, out), file_limit=FILE_LIMIT[writer])
     _assert_clean_failure(proc, out, ("file too large",))
 
 
@@ -79,11 +68,11 @@ def tmpfs(tmp_path):
 def test_full_disk_is_a_clear_error_and_leaves_nothing(tmpfs, writer, small_model, small_f16, small_calib):
     out = tmpfs / "out" / OUTPUT_NAMES[writer]
     out.parent.mkdir()
-    proc = _cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, out))
+    proc = run_cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, out))
     _assert_clean_failure(proc, out, ("no space left",))
     if writer == "gguf":  # once there is space, the same command writes the output
         again = small_f16.parent / f"again-{out.name}"
-        proc = _cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, again))
+        proc = run_cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, again))
         assert proc.returncode == 0 and again.is_file(), proc.stderr[-2000:]
         again.unlink()
 
@@ -110,7 +99,7 @@ def read_only_folder(tmp_path):
 @pytest.mark.parametrize("writer", ["gguf", "gptq"])  # a file, a folder
 def test_output_in_a_read_only_folder_is_a_clear_error(read_only_folder, writer, small_model, small_f16, small_calib):
     out = read_only_folder / OUTPUT_NAMES[writer]
-    proc = _cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, out))
+    proc = run_cli_limited(*_writer_args(writer, small_model, small_f16, small_calib, out))
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not writable" in lines[0] and str(read_only_folder) in lines[0], proc.stderr
@@ -124,7 +113,7 @@ def test_read_only_input_folder_converts(tmp_path, small_model):
     for p in [*model.iterdir(), model]:
         p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     try:
-        proc = _cli_limited("gguf", model, "-o", tmp_path / "m.gguf", "--type", "q8_0")
+        proc = run_cli_limited("gguf", model, "-o", tmp_path / "m.gguf", "--type", "q8_0")
         assert proc.returncode == 0, proc.stderr
         assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in small_model.iterdir())
     finally:
@@ -139,7 +128,7 @@ def test_missing_input_folder_is_a_clear_error(tmp_path, command, small_calib):
     args = {"inspect": ["inspect", missing], "gguf": ["gguf", missing, "-o", out], "calib": ["calib", missing, "-o", out]}.get(
         command, [command, missing, "--calib", small_calib, "-o", out]
     )
-    proc = _cli_limited(*args)
+    proc = run_cli_limited(*args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(missing) in lines[0], proc.stderr
@@ -152,5 +141,5 @@ def test_unreadable_input_is_a_clear_error(tmp_path, small_f16):
     src = tmp_path / "in.gguf"
     shutil.copy(small_f16, src)
     src.chmod(0)
-    proc = _cli_limited("quantize", src, tmp_path / "q.gguf", "q8_0")
+    proc = run_cli_limited("quantize", src, tmp_path / "q.gguf", "q8_0")
     assert proc.returncode == 2 and "cannot read" in proc.stderr and str(src) in proc.stderr, proc.stderr

@@ -164,3 +164,172 @@ def test_gguf_array_count_checked_before_reading():
     c = _Cursor(io.BytesIO(body), len(body))
     with pytest.raises(_Bad, match="more than the 64 bytes left"):
         _read_value(c, GGUFValueType.ARRAY, "x")
+
+
+# --- issue 15's second round: tokenizer.model, GPTQ and AWQ checkpoints, recipes -------------------------
+
+@pytest.fixture(scope="module")
+def spm_model(small_model, tmp_path_factory):
+    return seeds.make_spm_model(small_model, tmp_path_factory.mktemp("spm") / "model")
+
+
+def _spm_vocab(model):
+    from qconvert.hf.config import ModelConfig
+    from qconvert.hf.tokenizer import load_gguf_vocab
+
+    config = ModelConfig.from_dir(model)
+    return load_gguf_vocab(model, config.vocab_size, config.raw)
+
+
+def _spm_piece_field(model, piece: int, field: int):
+    raw = (model / "tokenizer.model").read_bytes()
+    label = f"model.piece[{piece}].{field} "
+    return raw, next(f for f in seeds.protobuf_fields(raw) if f.label.startswith(label) and not f.label.endswith(("tag", "length")))
+
+
+def test_spm_piece_of_invalid_utf8(tmp_path, spm_model):
+    """Was UnicodeDecodeError from sentencepiece's IdToPiece: the library loads a piece's bytes unchecked."""
+    model = _model_copy(tmp_path, spm_model)
+    raw, text = _spm_piece_field(model, 300, 1)
+    (model / "tokenizer.model").write_bytes(raw[: text.offset] + b"\xff" + raw[text.offset + 1 :])
+    with pytest.raises(QConvertError, match="piece 300 of tokenizer.model is not UTF-8 text"):
+        _spm_vocab(model)
+
+
+def test_spm_byte_piece_of_invalid_utf8(tmp_path, spm_model):
+    """Was UnicodeDecodeError from sentencepiece's LoadFromFile: its error about a damaged byte piece
+    ("<0x47>") quotes the bytes, and the binding decodes the message as UTF-8."""
+    model = _model_copy(tmp_path, spm_model)
+    raw = (model / "tokenizer.model").read_bytes()
+    piece = next(f for f in seeds.protobuf_fields(raw) if f.label.endswith(".1 bytes") and raw[f.offset : f.offset + 3] == b"<0x")
+    (model / "tokenizer.model").write_bytes(raw[: piece.offset] + b"\x80" + raw[piece.offset + 1 :])
+    with pytest.raises(QConvertError, match="sentencepiece cannot load it: a piece is not UTF-8 text"):
+        _spm_vocab(model)
+
+
+def test_spm_piece_of_nan_score(tmp_path, spm_model):
+    """Was written into the GGUF as a NaN score, which llama.cpp ranks merges by."""
+    model = _model_copy(tmp_path, spm_model)
+    raw, score = _spm_piece_field(model, 300, 2)
+    (model / "tokenizer.model").write_bytes(raw[: score.offset] + struct.pack("<f", float("nan")) + raw[score.offset + 4 :])
+    with pytest.raises(QConvertError, match="piece 300 .* has the score nan"):
+        _spm_vocab(model)
+
+
+@pytest.mark.parametrize("decoder", [[1], {"x": {"content": "a"}}, {"5": "a"}, {"5": {"content": 7}}], ids=["list", "key", "entry", "content"])
+def test_spm_added_tokens_decoder_of_another_shape(tmp_path, spm_model, decoder):
+    """Was AttributeError / ValueError / TypeError in spm_vocab's added_tokens_decoder loop."""
+    model = _model_copy(tmp_path, spm_model)
+    _edit_json(model / "tokenizer_config.json", lambda d: d.update(added_tokens_decoder=decoder))
+    with pytest.raises(QConvertError, match="added_tokens_decoder"):
+        _spm_vocab(model)
+
+
+@pytest.fixture(scope="module", params=["gptq", "awq"])
+def quantized_model(request, small_model, tmp_path_factory):
+    make = seeds.make_gptq_model if request.param == "gptq" else seeds.make_awq_model
+    return make(small_model, tmp_path_factory.mktemp(request.param) / "model")
+
+
+def _open_quantized(model):
+    from qconvert.hf.config import ModelConfig
+    from qconvert.hf.dequantized import open_checkpoint
+
+    ckpt = open_checkpoint(model, ModelConfig.from_dir(model).raw)
+    for name in ckpt.entries:
+        ckpt.load(name)
+
+
+def _edit_tensors(path, edit):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+LINEAR = "model.layers.0.mlp.down_proj"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.update({f"{LINEAR}.scales": t[f"{LINEAR}.scales"][:, :-1].copy()}), "do not fit together: scales"),  # was ValueError: broadcast
+        (lambda t: t.update({f"{LINEAR}.qzeros": t[f"{LINEAR}.qzeros"][None].copy()}), "do not fit together"),  # was ValueError: unpack / IndexError
+        (lambda t: t.update({f"{LINEAR}.qweight": t[f"{LINEAR}.qweight"][:-1].copy()}), "do not fit together"),  # was ValueError: broadcast
+        (lambda t: t.update({f"{LINEAR}.qweight": t[f"{LINEAR}.qweight"].reshape(-1).copy()}), "not a non-empty matrix"),  # was IndexError in dense_shape
+        (lambda t: t.update({f"{LINEAR}.scales": t[f"{LINEAR}.scales"].view("<i2").astype("<i4")}), "scales is I32"),
+        (lambda t: t.pop(f"{LINEAR}.qweight"), "but no qweight"),  # was read as a dense tensor named ...qzeros
+    ],
+    ids=["scales-narrow", "qzeros-3d", "qweight-short", "qweight-1d", "scales-int", "no-qweight"],
+)
+def test_packed_tensors_that_do_not_fit(tmp_path, quantized_model, edit, message):
+    model = _model_copy(tmp_path, quantized_model)
+    _edit_tensors(model / "model.safetensors", edit)
+    with pytest.raises(QConvertError, match=message):
+        _open_quantized(model)
+
+
+@pytest.mark.parametrize("value", [4, 2**31 - 1, -1, -(2**31)])
+def test_gptq_g_idx_out_of_range(tmp_path, small_model, value):
+    """Was IndexError from numpy (index 2147483647 is out of bounds for axis 0 with size 2)."""
+    import numpy as np
+
+    model = seeds.make_gptq_model(small_model, tmp_path / "gptq")
+
+    def edit(t):
+        g = t[f"{LINEAR}.g_idx"].copy()
+        g[17] = value
+        t[f"{LINEAR}.g_idx"] = g.astype(np.int32)
+
+    _edit_tensors(model / "model.safetensors", edit)
+    with pytest.raises(QConvertError, match=f"g_idx names group {value}, but the linear has 4 groups"):
+        _open_quantized(model)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("checkpoint_format", [1], "format \\[1\\]"), ("checkpoint_format", "A" * 5000, "format 'AAAA.*\\.\\.\\."), ("bits", "4", "bits is '4', not an integer"),
+     ("bits", True, "not an integer"), ("bits", 5, "GPTQ bits 5")],
+    ids=["format-list", "format-long", "bits-string", "bits-bool", "bits-5"],
+)
+def test_gptq_quantization_config_values(tmp_path, small_model, key, value, message):
+    """Was TypeError (unhashable list), or an error line quoting a 5000-character value."""
+    model = seeds.make_gptq_model(small_model, tmp_path / "gptq")
+    _edit_json(model / "config.json", lambda c: c["quantization_config"].update({key: value}))
+    with pytest.raises(QConvertError, match=message) as info:
+        _open_quantized(model)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('path = "~nosuchuser/model"', "cannot expand '~nosuchuser/model'"),  # was RuntimeError: Could not determine home directory
+        (f'path = "{"x" * 5000}"', "cannot look up .*File name too long"),  # was OSError from Path.is_file
+        ('path = "a\\u0000b"', "holds a NUL character"),
+        ('path = """\nmulti\nline"""', "no Hugging Face model folder .*multi\\\\nline"),  # was an error of two lines
+        ('name = "../../outside"', "cannot name a folder"),  # was accepted: artefacts named ../../outside-*.gguf
+    ],
+    ids=["unknown-user", "long-path", "nul", "newline", "name-parent"],
+)
+def test_recipe_paths(tmp_path, small_model, line, message):
+    from qconvert.pipeline.recipe import load_recipe
+
+    folder = seeds.make_recipe_folder(small_model, tmp_path / "r")
+    text = seeds.RECIPE.replace('name = "small"', line) if line.startswith("name") else seeds.RECIPE.replace('path = "model"', line)
+    (folder / "case.toml").write_text(text)
+    with pytest.raises(QConvertError, match=message) as info:
+        load_recipe(folder / "case.toml")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_recipe_value_quoted_short(tmp_path, small_model):
+    """Was an error line quoting a 5000-character value whole."""
+    from qconvert.pipeline.recipe import load_recipe
+
+    folder = seeds.make_recipe_folder(small_model, tmp_path / "r")
+    (folder / "case.toml").write_text(seeds.RECIPE.replace("n_samples = 8", f'n_samples = "{"x" * 5000}"'))
+    with pytest.raises(QConvertError, match="must be an integer, not string 'xxx.*\\.\\.\\.") as info:
+        load_recipe(folder / "case.toml")
+    assert len(str(info.value)) < 400

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from qconvert.errors import QConvertError
 from tests.fuzz import seeds
-from tests.fuzz.mutate import Case, byte_mutations, json_mutations, text_fields, truncations
+from tests.fuzz.mutate import Case, byte_mutations, json_mutations, text_fields, toml_fields, toml_mutations, truncations, varint_mutations
 
 CASE_SECONDS = 20  # far above any case (milliseconds): a case past it is a hang
 MAX_ERROR_CHARS = 2000  # an error line quoting a damaged field must cut it short
@@ -148,6 +148,9 @@ def build_kind(name: str, work: Path, hf_model: Path | None) -> Kind:
 
         return Kind(work / "case.safetensors", cases, run, ".safetensors", data)
 
+    if name == "recipe":
+        return _recipe_kind(work, hf_model)
+
     # The Hugging Face folder kinds: one file of a copy of the model is replaced by each case.
     from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
     from qconvert.hf.config import ModelConfig
@@ -155,8 +158,10 @@ def build_kind(name: str, work: Path, hf_model: Path | None) -> Kind:
     from qconvert.inspect_model import describe_hf
 
     folder = work / "model"
-    if name == "safetensors-index":
-        seeds.make_sharded(hf_model, folder)
+    makers = {"safetensors-index": seeds.make_sharded, "tokenizer.model": seeds.make_spm_model,
+              "gptq-checkpoint": seeds.make_gptq_model, "awq-checkpoint": seeds.make_awq_model}
+    if name in makers:
+        makers[name](hf_model, folder)
     else:
         shutil.copytree(hf_model, folder)
     hf_tensors = {"token_embd.weight", "output_norm.weight", "output.weight"} | {
@@ -221,7 +226,176 @@ def build_kind(name: str, work: Path, hf_model: Path | None) -> Kind:
                 target.write_bytes(original)
 
         return Kind(work / f"case-{name}", _mix(data, text_fields(data), data, trunc_share=0.1), run, ".json", data)
+    if name == "tokenizer.model":
+        from qconvert.hf import tokenizer as hf_tokenizer
+
+        target = folder / "tokenizer.model"
+        data = target.read_bytes()
+        fields = seeds.protobuf_fields(data)
+
+        tok_config = (folder / "tokenizer_config.json").read_bytes()
+
+        def cases(n: int, rng: random.Random) -> Iterator[Case]:
+            n_varint, n_config = n // 3, n // 8
+            yield from _mix(data, fields, trunc_share=0.15)(n - n_varint - n_config, rng)
+            yield from varint_mutations(data, fields, n_varint, rng)
+            for case in json_mutations(tok_config, n_config, rng):  # what spm_vocab reads of it: added_tokens_decoder
+                yield Case("tokenizer_config.json: " + case.name, TOKENIZER_CONFIG_MARK + case.data)
+
+        def run(p: Path) -> None:
+            raw = p.read_bytes()
+            if raw.startswith(TOKENIZER_CONFIG_MARK):
+                (folder / "tokenizer_config.json").write_bytes(raw.removeprefix(TOKENIZER_CONFIG_MARK))
+            else:
+                shutil.copyfile(p, target)
+            try:
+                config = ModelConfig.from_dir(folder)
+                vocab = hf_tokenizer.load_gguf_vocab(folder, config.vocab_size, config.raw)
+                assert vocab.model == "llama" and len(vocab.tokens) == len(vocab.scores) == len(vocab.token_types) == config.vocab_size
+                convert()
+            finally:
+                target.write_bytes(data)
+                (folder / "tokenizer_config.json").write_bytes(tok_config)
+
+        return Kind(work / "case.model", cases, run, ".model", data)
+
+    if name in ("gptq-checkpoint", "awq-checkpoint"):
+        from qconvert.hf.dequantized import open_checkpoint
+
+        weights = (folder / "model.safetensors").read_bytes()
+        config_text = (folder / "config.json").read_bytes()
+
+        def cases(n: int, rng: random.Random) -> Iterator[Case]:
+            n_config, n_packed, n_header = n // 4, n // 4, n // 6
+            for case in _quantization_config_cases(config_text, n_config, rng):
+                yield Case("config.json: " + case.name, CONFIG_MARK + case.data)
+            yield from _packed_cases(weights, n_packed, rng)
+            yield from _safetensors_header_cases(weights, n_header, rng)
+            yield from _mix(weights, seeds.safetensors_fields(weights))(n - n_config - n_packed - n_header, rng)
+
+        def run(p: Path) -> None:
+            raw = p.read_bytes()
+            target = folder / ("config.json" if raw.startswith(CONFIG_MARK) else "model.safetensors")
+            original = target.read_bytes()
+            target.write_bytes(raw.removeprefix(CONFIG_MARK))
+            try:
+                config = ModelConfig.from_dir(folder)
+                ckpt = open_checkpoint(folder, config.raw)
+                for entry_name, entry in ckpt.entries.items():  # every dense weight, unpacked
+                    assert ckpt.load(entry_name).shape == entry.shape, entry_name
+                convert()
+            finally:
+                target.write_bytes(original)
+
+        return Kind(work / "case.bin", cases, run, ".bin", weights)
     raise SystemExit(f"unknown kind {name}")
+
+
+CONFIG_MARK = b"CONFIG"  # a GPTQ/AWQ case that replaces config.json, not the weights
+TOKENIZER_CONFIG_MARK = b"TOKCFG"  # a tokenizer.model case that replaces tokenizer_config.json
+
+
+def _quantization_config_cases(config_text: bytes, n: int, rng: random.Random) -> Iterator[Case]:
+    """JSON mutations of config.json's quantization_config only (the rest has its own kind), and of
+    its keys set to the values a GPTQ/AWQ reader branches on."""
+    config = json.loads(config_text)
+    qc = json.dumps(config["quantization_config"]).encode()
+    keys = ("bits", "group_size", "desc_act", "sym", "checkpoint_format", "format", "zero_point", "version", "quant_method")
+    choices = (2, 3, 4, 8, 5, 16, 0, -1, 32, 64, 128, 2**31, True, None, "4", "gptq", "gptq_v2", "awq", "gemm", "gemv", "GEMM", "marlin", 1.5)
+    for i in range(n):
+        if i % 2:
+            key, value = rng.choice(keys), rng.choice(choices)
+            edited = dict(config["quantization_config"], **{key: value})
+            name = f"set quantization_config.{key} = {value!r}"
+            yield Case(name, json.dumps({**config, "quantization_config": edited}, indent=2).encode())
+        else:
+            case = next(json_mutations(qc, 1, rng))
+            text = case.data.decode("utf-8", errors="surrogatepass")
+            # spliced back as text: the mutations' NaN and deep nestings survive
+            doc = json.dumps({**config, "quantization_config": "@@QC@@"}, indent=2)
+            yield Case("quantization_config " + case.name, doc.replace('"@@QC@@"', text).encode("utf-8", errors="surrogatepass"))
+
+
+def _packed_cases(data: bytes, n: int, rng: random.Random) -> Iterator[Case]:
+    """The packed tensors of one quantized linear changed and saved back as a valid safetensors file:
+    another shape, another dtype, out-of-range values (g_idx past the groups or negative, NaN and
+    infinite scales), a tensor dropped, renamed or added alone."""
+    import numpy as np
+    from safetensors.numpy import load, save
+
+    seed = load(data)
+    packed = sorted(k for k in seed if k.rsplit(".", 1)[-1] in ("qweight", "qzeros", "scales", "g_idx"))
+    for _ in range(n):
+        tensors = dict(seed)
+        name = rng.choice(packed)
+        t = tensors[name]
+        op = rng.choice(("shape", "shape", "dtype", "values", "values", "values", "drop", "rename", "stray"))
+        if op == "shape":
+            how = rng.choice(("drop a row", "drop a column", "transpose", "flatten", "add an axis", "empty", "double rows", "double columns"))
+            t = {"drop a row": lambda: t[:-1], "drop a column": lambda: t[..., :-1], "transpose": lambda: t.T, "flatten": lambda: t.reshape(-1),
+                 "add an axis": lambda: t[None], "empty": lambda: t[:0], "double rows": lambda: np.concatenate([t, t]),
+                 "double columns": lambda: np.concatenate([t, t], axis=-1)}[how]()
+            what = f"{how} of {name} {seed[name].shape}"
+        elif op == "dtype":
+            dtype = rng.choice((np.int8, np.uint8, np.int16, np.int64, np.float16, np.float32, np.float64, np.bool_))
+            t = t.astype(dtype) if rng.random() < 0.5 or t.nbytes % np.dtype(dtype).itemsize else t.view(dtype)
+            what = f"{name} as {np.dtype(dtype).name} {t.shape}"
+        elif op == "values":
+            t = t.copy()
+            flat = t.reshape(-1)
+            if t.dtype == np.float16:
+                value = rng.choice((np.nan, np.inf, -np.inf, 0.0, -1.0, 65504.0))
+            else:
+                value = rng.choice((-1, -(2**31), 2**31 - 1, 64, 4, 1 << 30, int(flat.max()) + 1))
+            idx = rng.randrange(flat.size) if rng.random() < 0.7 else slice(None)
+            flat[idx] = value
+            what = f"{name}[{'all' if isinstance(idx, slice) else idx}] = {value}"
+        elif op == "drop":
+            del tensors[name]
+            yield Case(f"packed: drop {name}", save(tensors, metadata={"format": "pt"}))
+            continue
+        elif op == "rename":
+            new = name + rng.choice(("_", ".x", "2"))
+            tensors[new] = tensors.pop(name)
+            yield Case(f"packed: rename {name} to {new}", save(tensors, metadata={"format": "pt"}))
+            continue
+        else:
+            prefix = rng.choice(("model.layers.0.mlp.stray", "model.layers.9.self_attn.q_proj", "lm_head", "x"))
+            new = f"{prefix}.{name.rsplit('.', 1)[-1]}"
+            tensors[new] = t
+            yield Case(f"packed: {name} also as {new}", save(tensors, metadata={"format": "pt"}))
+            continue
+        tensors[name] = np.ascontiguousarray(t)
+        yield Case(f"packed: {what}", save(tensors, metadata={"format": "pt"}))
+
+
+def _recipe_kind(work: Path, hf_model: Path) -> Kind:
+    """A recipe and a release matrix beside the small model: each case is load_recipe + build_plan."""
+    from qconvert.pipeline.plan import build_plan
+    from qconvert.pipeline.recipe import load_recipe
+
+    folder = seeds.make_recipe_folder(hf_model, work / "recipe")
+    data, matrix = (folder / "recipe.toml").read_bytes(), (folder / "matrix.toml").read_bytes()
+
+    def cases(n: int, rng: random.Random) -> Iterator[Case]:
+        n_cut, n_bytes, n_matrix = n // 10, n // 5, n // 4
+        yield from truncations(data, toml_fields(data), n_cut)
+        yield from byte_mutations(data, toml_fields(data), n_bytes, rng)
+        for case in toml_mutations(matrix, n_matrix, rng):
+            yield Case("matrix " + case.name, case.data)
+        yield from toml_mutations(data, n - n_cut - n_bytes - n_matrix, rng)
+
+    def run(p: Path) -> None:
+        plan = build_plan(load_recipe(p))
+        names = {s.name for s in plan}
+        assert plan and len(names) == len(plan), "stage names repeat"
+        for stage in plan:
+            assert set(stage.inputs.values()) <= names, (stage.name, stage.inputs)
+            json.dumps(stage.options, allow_nan=False)  # options are plain JSON
+            if stage.kind == "source":
+                assert Path(stage.options["path"]).exists(), stage.options
+
+    return Kind(folder / "case.toml", cases, run, ".toml", data)
 
 
 def _manifest_cases(data: bytes, manifest: bytes, n: int, rng: random.Random) -> Iterator[Case]:
