@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
 from qconvert.calib.types import CalibInput
-from qconvert.convert.arch import F32_TENSORS, ArchSpec, arch_spec, expert_tensor, gguf_tensor_name, permute_for_rope
+from qconvert.convert.arch import DENSE_FFN, F32_TENSORS, ArchSpec, arch_spec, expert_tensor, gguf_tensor_name, permute_for_rope
 from qconvert.convert.moe import ExpertStack, check_moe_layout, expert_stacks, read_stacked
 from qconvert.convert.rope import check_rope_scaling, llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError
@@ -100,9 +100,31 @@ def _named_tensors(ckpt: Checkpoint, config: ModelConfig) -> tuple[dict[str, str
     return names, stacks
 
 
+# What every decoder layer of every supported architecture has (an MoE layer's experts: moe.py).
+LAYER_TENSORS = ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight", "ffn_norm.weight")
+
+
+def _check_layers_complete(names: set[str], num_layers: int, dense: bool) -> None:
+    """Every decoder layer has the tensors all layers need and those the other layers have, and no
+    tensor belongs to a layer past the config's count: llama.cpp refuses such a file at load time."""
+    layers: dict[int, set[str]] = {i: set() for i in range(num_layers)}
+    for name in names:
+        if not name.startswith("blk."):
+            continue
+        index, rest = name[4:].split(".", 1)
+        if int(index) not in layers:
+            raise QConvertError(f"tensor {name} is for layer {index}, but config.json has num_hidden_layers {num_layers}", "checkpoint", "do config.json and the weights belong to the same model?")
+        layers[int(index)].add(rest)
+    every = set().union(*layers.values(), LAYER_TENSORS, DENSE_FFN if dense else ())
+    for index, have in layers.items():
+        if missing := sorted(every - have):
+            raise QConvertError(f"layer {index} lacks its tensor blk.{index}.{missing[0]}", "checkpoint", "is the checkpoint complete? re-download it")
+
+
 def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_type: FileType, has_imatrix: bool = False) -> list[TensorSource]:
     names, stacks = _named_tensors(ckpt, config)
     check_moe_layout(set(names) | set(stacks), spec, config)
+    _check_layers_complete(set(names) | set(stacks), config.num_layers, dense=spec.moe is None)
     model = ModelShape(spec.gguf_arch, config.num_layers, config.num_heads, config.num_kv_heads, "output.weight" not in names, config.n_experts or 0)
     weight_type = FILE_TYPES[file_type].default if not FILE_TYPES[file_type].quantized else GGMLQuantizationType.F16
     sources = {name: (ckpt.entries[hf_name].shape, hf_name) for name, hf_name in names.items()}

@@ -118,6 +118,14 @@ def _die_with_parent() -> None:
         pass
 
 
+def _stage_error(path: Path) -> str:
+    """The stage's own error line, which its worker leaves in the partial folder."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def _log_tail(log: Path | None) -> str:
     if log is None or not log.is_file():
         return ""
@@ -148,7 +156,8 @@ def execute_stage(job: StageJob, node: str, progress: bool, log: bool = False) -
     out = partial / "out"
     out.mkdir(parents=True)
     attempts_file.write_text(json.dumps(attempts))
-    spec = {"kind": job.kind, "options": job.options, "inputs": job.paths, "out": str(out), "progress": progress, "result": str(partial / "result.json")}
+    spec = {"kind": job.kind, "options": job.options, "inputs": job.paths, "out": str(out), "progress": progress, "result": str(partial / "result.json"),
+            "error": str(partial / "error.txt")}
     (partial / "spec.json").write_text(json.dumps(spec, indent=1))
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads)} if job.threads else None
     log_path = partial / WORKER_LOG if log else None
@@ -165,7 +174,7 @@ def execute_stage(job: StageJob, node: str, progress: bool, log: bool = False) -
             attempts_file.unlink(missing_ok=True)
             raise
     if rc != 0:
-        cause = _log_tail(log_path)
+        cause = _stage_error(partial / "error.txt") or _log_tail(log_path)
         shutil.rmtree(partial, ignore_errors=True)
         if rc == 130 or rc == -signal.SIGINT:
             attempts_file.unlink(missing_ok=True)
@@ -173,7 +182,8 @@ def execute_stage(job: StageJob, node: str, progress: bool, log: bool = False) -
         if rc < 0:  # the attempts file stays: the next attempt counts on from it
             raise WorkerLost(f"stage {job.name}: its worker was killed by signal {signal.Signals(-rc).name} on {node}")
         attempts_file.unlink(missing_ok=True)
-        raise StageFailed(f"stage {job.name} failed (exit code {rc})" + (f" on {node}: {cause}" if log_path else ""))
+        where = f" on {node}" if log_path else ""
+        raise StageFailed(f"stage {job.name} failed{where}: {cause}" if cause else f"stage {job.name} failed{where} (exit code {rc})")
     worker = json.loads((partial / "result.json").read_text())
     record = {
         "name": job.name,

@@ -158,7 +158,7 @@ def _run_stages(work: list[PlannedStage], by_name: dict[str, Stage], run_dir: Pa
         raise
     if failures:
         more = f"; {len(failures) - 1} more stage(s) failed" if len(failures) > 1 else ""
-        raise QConvertError(failures[0] + more, run_dir, "see the stage's error; fix it and rerun: finished stages are kept")
+        raise QConvertError(failures[0] + more, run_dir, "fix it and rerun: finished stages are kept")
 
 
 def progress_line(done: int, total: int, running: dict[str, str], queued: int) -> str:

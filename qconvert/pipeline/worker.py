@@ -28,7 +28,10 @@ def main(spec_path: str) -> int:
     try:
         result = STAGE_KINDS[call.kind](call)
     except QConvertError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        try:  # for the runner's one error line
+            Path(spec["error"]).write_text(str(exc))
+        except OSError:  # a full disk: say it here instead
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
         if caused_by_interrupt(exc):

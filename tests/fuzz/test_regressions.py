@@ -333,3 +333,32 @@ def test_recipe_value_quoted_short(tmp_path, small_model):
     with pytest.raises(QConvertError, match="must be an integer, not string 'xxx.*\\.\\.\\.") as info:
         load_recipe(folder / "case.toml")
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "rename, message",
+    [
+        (("model.layers.1.self_attn.k_proj.weight", None), "layer 1 lacks its tensor blk.1.attn_k.weight"),  # one layer short of what the others have
+        (("model.layers.0.mlp.up_proj.weight", None), "layer 0 lacks its tensor blk.0.ffn_up.weight"),
+        (("model.layers.0.input_layernorm.weight", "model.layers.9.input_layernorm.weight"), "is for layer 9, but config.json has num_hidden_layers"),
+    ],
+    ids=["attn-k", "ffn-up", "past-the-count"],
+)
+def test_incomplete_layers_are_refused_before_converting(tmp_path, rename, message):
+    """Converted without the tensor, as llama.cpp's convert_hf_to_gguf.py does, llama.cpp then refused the file."""
+    from safetensors.numpy import load_file, save_file
+
+    from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
+    from qconvert.quant.file_types import FileType
+
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURE, model)
+    tensors = load_file(model / "model.safetensors")
+    old, new = rename
+    value = tensors.pop(old)
+    if new:
+        tensors[new] = value
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(QConvertError, match=message):
+        convert_hf_to_gguf(model, tmp_path / "out.gguf", ConvertOptions(file_type=FileType.Q8_0, progress=False))
+    assert not (tmp_path / "out.gguf").exists()

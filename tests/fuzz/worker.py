@@ -73,8 +73,7 @@ def _safetensors_header_cases(seed_bytes: bytes, n: int, rng: random.Random) -> 
 
 
 def _check_gguf(path: Path, names: set[str]) -> None:
-    """The output reads back, and holds only tensors it should (`names`). A checkpoint that lacks a
-    tensor converts without it, as llama.cpp's convert_hf_to_gguf.py converts it."""
+    """The output reads back, and holds only tensors it should (`names`)."""
     from qconvert.gguf_read import read_gguf_header
 
     header = read_gguf_header(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EVAL_TEXT, FIXTURE, interrupt_cli, ppl_json, run_cli
+from tests.conftest import EVAL_TEXT, FIXTURE, interrupt_cli, ppl_json, run_cli, run_cli_limited
 
 RECIPE = f"""
 [model]
@@ -159,23 +159,69 @@ def test_stage_without_its_record_is_not_finished(first, tmp_path):
     assert {n for n, a in actions(result.stdout).items() if a == "ran"} == {"gptq-w4-g64", "eval-gptq-w4-g64"}
 
 
-def test_kill_9_mid_stage_resumes_to_the_same_report(first, tmp_path):
+def _new_stage(run_dir: Path, seen: list[str]) -> str | None:
+    """A stage in progress that is not in `seen`: its partial folder RUN_DIR/stages/.partial-NAME-KEY-ATTEMPT exists."""
+    for partial in run_dir.glob("stages/.partial-*"):
+        if partial.suffix == ".attempts":  # the stage's attempt record, beside its partial folder
+            continue
+        name = partial.name.removeprefix(".partial-").rsplit("-", 2)[0]
+        if name not in seen:
+            return name
+    return None
+
+
+def test_kill_9_at_each_stage_in_turn_resumes_to_the_same_report(first, tmp_path):
+    """kill -9 of the runner in every stage of the recipe, one after the other, each rerun resuming
+    the last: the finished stages stay finished, nothing half-written is taken for an artefact, and
+    the final report is the uninterrupted run's. While one run holds the folder, a second is refused."""
     recipe = write_recipe(tmp_path)
     run_dir = tmp_path / "run"
-    runner = subprocess.Popen([sys.executable, "-m", "qconvert", "run", str(recipe), "-o", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list(run_dir.glob("stages/.partial-gptq-*/out/*")) and time.time() < deadline and runner.poll() is None:
-        time.sleep(0.05)
-    assert runner.poll() is None, "the run ended before its GPTQ stage could be killed"
-    os.kill(runner.pid, signal.SIGKILL)
-    runner.wait()
-    time.sleep(1)  # the worker dies with its runner (PR_SET_PDEATHSIG) and renames nothing
-    assert list(run_dir.glob("stages/.partial-gptq-*")) and not list(run_dir.glob("stages/gptq-*"))
-    assert list(run_dir.glob("stages/gguf-q4_0-*/stage.json"))  # what finished before stays finished
+    killed: list[str] = []
+
+    def wait_for_stage(runner: subprocess.Popen, seen: list[str]) -> str | None:
+        deadline = time.time() + 300
+        while runner.poll() is None and time.time() < deadline:
+            if stage := _new_stage(run_dir, seen):
+                return stage
+            time.sleep(0.01)
+        return None
+
+    while True:
+        runner = subprocess.Popen([sys.executable, "-m", "qconvert", "run", str(recipe), "-o", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not killed and wait_for_stage(runner, []):
+            second = run_cli("run", recipe, "-o", run_dir)
+            assert second.rc == 2 and "another `qconvert run` is using this run folder" in second.stderr, second.stderr
+        stage = wait_for_stage(runner, killed)
+        if stage is None:
+            break
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        time.sleep(0.5)  # the worker dies with its runner (PR_SET_PDEATHSIG) and renames nothing
+        done = [d.name.rsplit("-", 1)[0] for d in run_dir.glob("stages/[!.]*")]
+        assert stage not in done and all((run_dir / "stages" / d / "stage.json").is_file() for d in os.listdir(run_dir / "stages") if d[0] != "."), stage
+        killed.append(stage)
+    assert runner.wait() == 0
+    assert set(killed) == set(actions(first[2].stdout)), killed
+    assert not list(run_dir.glob("stages/.partial-*"))
+    assert measured(run_dir) == measured(first[1])
+
+
+def test_disk_full_mid_run_is_one_clear_error_and_resumes_once_freed(first, tmp_path):
+    """No file may pass 1 MiB: the small stages finish, the first big artefact (the f16 GGUF) fails
+    as a full disk would; the run stops with one error line, no partial folder, and a rerun with
+    room finishes from there to the same report."""
+    recipe = write_recipe(tmp_path)
+    run_dir = tmp_path / "run"
+    proc = run_cli_limited("run", recipe, "-o", run_dir, file_limit=1 << 20)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("qconvert: error: ")]
+    assert len(error) == 1 and "file too large" in error[0] and str(run_dir) in error[0], proc.stderr[-3000:]
+    assert not list(run_dir.glob("stages/.partial-*"))
+    finished = {p.parent.name.rsplit("-", 1)[0] for p in run_dir.glob("stages/*/stage.json")}
+    assert "calibration" in finished and "gguf-f16" not in finished, finished
     result = run_cli("run", recipe, "-o", run_dir)
     assert result.rc == 0, result.stderr
-    assert actions(result.stdout)["gguf-q4_0"] == "reused" and actions(result.stdout)["gptq-w4-g64"] == "ran"
-    assert not list(run_dir.glob("stages/.partial-*"))
+    assert all(actions(result.stdout)[name] == "reused" for name in finished)
     assert measured(run_dir) == measured(first[1])
 
 
