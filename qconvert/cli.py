@@ -152,7 +152,7 @@ def imatrix(model_dir: Path, calib_input: CalibInput, out: Path, device: str, co
 @click.option("--damp", type=float, default=0.01, show_default=True, help="Damping, as a fraction of the mean Hessian diagonal.")
 @click.option("--true-sequential/--no-true-sequential", default=True, show_default=True, help="Capture each sub-layer's inputs after the sub-layers before it are quantized.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the calibration forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware has it natively (CUDA, CPUs with AMX), else float32. Hessians and the solve are float32.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the calibration forwards: float32, bfloat16, float16; auto is bfloat16 where the hardware computes it fast (CUDA, CPUs with AMX, AMD CPUs with AVX512-BF16), else float32. Hessians and the solve are float32.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: torch's default, all cores).")
 @click.option("--max-shard-size", default="4GB", show_default=True, help="Largest safetensors shard.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")

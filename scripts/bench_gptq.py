@@ -8,7 +8,7 @@ decoder layers, for every tool alike. Quality on the trained fixture: perplexity
 from the unquantized model on the held-out text, all measured by `qconvert ppl` (torch), the
 peers' results through dense copies of their fake-quantized weights.
 
-qconvert runs with --compute-dtype auto (bfloat16 on CUDA and on CPUs with AMX, else float32) and,
+qconvert runs with --compute-dtype auto (bfloat16 on CUDA, on CPUs with AMX and on AMD CPUs with AVX512-BF16, else float32) and,
 where that is not float32, again with float32, the peers' precision on CPU.
 
     .venv/bin/python scripts/bench_gptq.py [--layers 4] [--n-samples 64] [--seqlen 512] [--device cuda]
@@ -123,7 +123,7 @@ def main() -> None:
 
     auto = parse_compute_dtype("auto", args.device)
     print(f"--compute-dtype auto is {auto} here", flush=True)
-    # where auto is float32 already (no AMX, no CUDA), the float32 run would repeat it
+    # where auto is float32 already, the float32 run would repeat it
     tools = ["qconvert:auto"] + (["qconvert:float32"] if auto != torch.float32 else []) + ["llmcompressor", "gptqmodel"]
     chosen = set(args.cases.split(","))
     cases = [(FIXTURE, 4, 64, True), (FIXTURE, 4, 64, False), (FIXTURE, 3, 64, True)] if "fixture" in chosen else []

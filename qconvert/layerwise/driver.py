@@ -72,7 +72,7 @@ class LayerAlgorithm(Protocol):
 class DriverOptions:
     device: torch.device = torch.device("cpu")
     # The precision the layers run in, weights and activations alike: bfloat16 is several times faster
-    # on CPUs with AMX. Algorithms read the original weights from the checkpoint for their own math.
+    # on CPUs with AMX or AMD AVX512-BF16. Algorithms read the original weights from the checkpoint for their own math.
     dtype: torch.dtype = torch.float32
     progress: bool = True
     desc: str = "layers"
