@@ -41,7 +41,8 @@ fuzz: install
 
 bench: bench-quantize bench-gptq bench-awq bench-run
 
-# qconvert's quantizer against llama-quantize on this machine: times, peak RSS and their ratios.
+# qconvert's quantizer against llama-quantize on this machine, on the bench model and a SmolLM2-shaped
+# one: median times, peak RSS and their ratios for every type, and where the time goes.
 bench-quantize: install
 	$(PY) scripts/bench_quantize.py
 
@@ -63,16 +64,18 @@ bench-awq: install peers
 	$(PY) scripts/bench_awq.py
 
 # The C quantizers under AddressSanitizer: a separate build of the extension, the kernel tests on it
-# (tests/native, and the imatrix-weighted kernels against llama-quantize --imatrix).
+# on every instruction-set path the CPU runs (tests/native, and the imatrix-weighted kernels against
+# llama-quantize --imatrix), and the file engine's (tests/quant/test_engine.py).
 ASAN_DIR := build/asan
-ASAN_TESTS := tests/native tests/quant/test_weighted_kernels.py
+ASAN_TESTS := tests/native tests/quant/test_weighted_kernels.py tests/quant/test_engine.py
 asan-test: install
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tests/quant $(ASAN_DIR)/$(FIXTURE)
 	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
 		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cp -r qconvert/*.py qconvert/*/ $(ASAN_DIR)/qconvert/
 	cp -r tests/__init__.py tests/conftest.py tests/variants.py tests/native $(ASAN_DIR)/tests/
-	cp tests/quant/__init__.py tests/quant/legacy_imatrix.py tests/quant/test_weighted_kernels.py $(ASAN_DIR)/tests/quant/
+	cp tests/quant/__init__.py tests/quant/legacy_imatrix.py tests/quant/test_weighted_kernels.py tests/quant/test_engine.py \
+		tests/quant/random_models.py tests/quant/gguf_compare.py $(ASAN_DIR)/tests/quant/
 	# The random Llama of the weighted-kernel tests borrows the fixture's tokenizer.
 	cp $(FIXTURE)/tokenizer*.json $(ASAN_DIR)/$(FIXTURE)/
 	# Run from the copy, so that `qconvert` resolves to it and not to the editable install.

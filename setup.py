@@ -15,6 +15,8 @@ setup(
             include_dirs=[numpy.get_include(), "native"],
             # No -march=native and no FMA contraction: llama.cpp compiles its reference quantizers
             # (ggml-base) for the baseline ISA, and byte-identical output needs the same float ops.
+            # quants_avx2.c and quants_avx512.c raise their own target by pragma and run only on a CPU
+            # that has it (native/isa.h), so the extension still builds and runs anywhere.
             extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
         )

@@ -378,7 +378,8 @@ static int parse_job(PyObject *item, Py_ssize_t i, qc_tensor_job *job, Py_buffer
         return -1;
     }
     if (src_offset < 0 || dst_offset < 0 || n_rows < 0 || n_per_row <= 0 || n_mat < 1 || n_rows % n_mat != 0 ||
-        (t && n_per_row % t->block_elems != 0) || n_rows > INT64_MAX / n_per_row / 4) {
+        (t && n_per_row % t->block_elems != 0) || n_rows > INT64_MAX / n_per_row / 4 ||
+        src_offset > INT64_MAX - n_rows * n_per_row * 4 || dst_offset > INT64_MAX - n_rows * n_per_row * 4) { /* every byte offset fits */
         PyErr_Format(PyExc_ValueError, "job %zd: bad geometry (%lld rows of %lld values, %lld matrices, offsets %lld and %lld)", i, n_rows,
                      n_per_row, n_mat, src_offset, dst_offset);
         return -1;

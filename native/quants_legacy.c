@@ -16,6 +16,10 @@
  * id = 1/d with the fp32 d, not from the fp16-rounded d that the block stores.
  *
  * Inputs are finite (the Python bindings reject NaN and Inf before calling in).
+ *
+ * This is the scalar path (isa.h). quants_avx2.c and quants_avx512.c compile this file again for
+ * their ISA, the public names suffixed (QC_ISA_FN), for the weighted kernels; the reference ones
+ * they replace with hand-written vector code (legacy_simd.h). The dequantizers are built once.
  */
 #include <math.h>
 #include <string.h>
