@@ -345,6 +345,34 @@ def test_driver_killed_mid_run_resumes_from_finished_stages(local_run, tmp_path)
     assert not list(run_dir.glob("stages/*/.partial-*"))
 
 
+@needs_ray
+def test_ctrl_c_on_the_driver_cancels_the_stages_in_flight(local_run, tmp_path):
+    """SIGINT to the driver in the middle of a stage: exit 130, the stage's task cancelled (its
+    worker gone, its partial folder removed), the finished stages kept, no report."""
+    run_dir = tmp_path / "run"
+    left = {"tiny/gptq-w4-g64", "tiny/eval-gptq-w4-g64"}
+    seed(local_run, run_dir, left)
+    temp = short_temp_dir("qcc")
+    env = {**os.environ, **RAY_ENV, "RAY_TMPDIR": str(temp), ENV_TAG: str(temp)}
+    command = [sys.executable, "-m", "qconvert", "run", str(local_run.parent / "matrix.toml"), "-o", str(run_dir), "--executor", "ray"]
+    try:
+        # a terminal's SIGINT disposition, whatever started the tests (a background job ignores it)
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        assert wait_for(lambda: list(run_dir.glob("stages/tiny/.partial-gptq-*/out/*")) or driver.poll() is not None, 120)
+        assert driver.poll() is None, "the run ended before it could be interrupted"
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+        assert driver.returncode == 130, stderr[-3000:]
+        agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+        assert wait_for(lambda: all(c.startswith(agents) for c in tagged(str(temp)).values()), 30), f"outlived the interrupted driver: {tagged(str(temp))}"
+    finally:
+        end_tagged(str(temp))
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not list(run_dir.glob("stages/*/.partial-*")) and not (run_dir / "report.json").exists()
+    finished = {json.loads(p.read_text())["name"] for p in run_dir.rglob("stage.json")}
+    assert finished and "tiny/gptq-w4-g64" not in finished
+
+
 def _unshare() -> tuple[str, ...] | None:
     """A command prefix that runs in a mount namespace of its own, or None where this machine has none."""
     prefix = ("unshare", "--mount", "--propagation", "private") if os.geteuid() == 0 else ("unshare", "--user", "--map-root-user", "--mount", "--propagation", "private")
