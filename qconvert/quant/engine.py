@@ -7,13 +7,14 @@ quantize, write at the final offset — while this thread shows progress and wat
 """
 
 import os
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFEndian, GGUFValueType, GGUFWriter
 
 from qconvert import _native
 from qconvert.errors import QConvertError
@@ -53,6 +54,24 @@ class PlannedTensor:
         return self.row_len // block * nbytes
 
 
+class _MetadataWriter(GGUFWriter):
+    """GGUFWriter with its metadata arrays packed in one call each instead of one per item: the same
+    bytes, but a tokenizer's 50,000-150,000 tokens and merges take milliseconds, not a tenth of a
+    second — a large part of quantizing a small model."""
+
+    def _pack_val(self, val, vtype: GGUFValueType, add_vtype: bool, sub_type: GGUFValueType | None = None) -> bytes:
+        fmt = self._simple_value_packing.get(sub_type)
+        if vtype != GGUFValueType.ARRAY or not isinstance(val, Sequence) or not val or self.endianess != GGUFEndian.LITTLE or not (fmt or sub_type == GGUFValueType.STRING):
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        head = struct.pack("<IQ", sub_type, len(val))
+        if add_vtype:
+            head = struct.pack("<I", vtype) + head
+        if sub_type == GGUFValueType.STRING:
+            items = [v.encode("utf-8") if isinstance(v, str) else v for v in val]
+            return head + b"".join(struct.pack("<Q", len(b)) + b for b in items)
+        return head + struct.pack(f"<{len(val)}{fmt}", *val)
+
+
 def write_quantized(
     src: Path, dst: Path, arch: str, add_metadata: Callable[[GGUFWriter], None], plan: list[PlannedTensor], threads: int, progress: bool
 ) -> dict[str, float]:
@@ -60,7 +79,7 @@ def write_quantized(
     Returns where the time went: "header" and "engine" in wall seconds, and the engine's phases
     "read", "widen" (and check), "quantize" and "write" in thread-seconds."""
     start = time.perf_counter()
-    w = GGUFWriter(dst, arch)
+    w = _MetadataWriter(dst, arch)
     try:
         add_metadata(w)
         for t in plan:  # as raw bytes, any type takes the same route: (rows..., row_bytes) uint8
