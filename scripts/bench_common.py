@@ -68,4 +68,6 @@ def print_table(rows: list, calib: Path, reference: str) -> None:
             cells += [f"{value:.2f}" if value else "", f"{value / ref:.1f}" if value and ref else ""]
         err = f" ({r['error'][:60]})" if "error" in r else ""
         rss = f"{r['peak_rss_mib']:.0f}" if r.get("seconds_per_layer") else ""
-        print(f"| {model} | {setting} | {tool}{err} | {' | '.join(cells)} | {rss} | {q.get('ppl', float('nan')):.3f} | {q.get('kld_mean', float('nan')):.2e} |")
+        ppl = f"{q['ppl']:.3f}" if "ppl" in q else ""
+        kld = f"{q['kld_mean']:.2e}" if "kld_mean" in q else ""
+        print(f"| {model} | {setting} | {tool}{err} | {' | '.join(cells)} | {rss} | {ppl} | {kld} |")
