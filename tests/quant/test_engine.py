@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as T
 from gguf import GGUFWriter
 
 from qconvert import _native
 from qconvert.llama_cpp import find_tool
+from qconvert.quant import kernels
 from qconvert.quant.file_types import FileType
 from tests.conftest import assert_one_error, convert, interrupt_cli, run_cli
 from tests.quant.gguf_compare import differences
@@ -101,3 +103,22 @@ def test_ctrl_c_leaves_no_partial_output(smollm2_hf, tmp_path, monkeypatch):
     assert rc == 130, stderr
     assert "interrupted" in stderr
     assert list(out_dir.iterdir()) == []
+
+
+def test_each_matrix_of_a_stack_takes_its_own_importance_row(tmp_path):
+    """A 3-D tensor (experts) with n_mat rows of weights: the engine quantizes matrix i's rows with
+    row i, as kernels.quantize does slice by slice; one row for all gives other bytes."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 10, 256)).astype(np.float32)  # 3 experts of 10 rows; chunks of 1024 rows span them all
+    weights = rng.random((3, 256), dtype=np.float32)
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(b"\0" * 64 + x.tobytes())
+    expected = b"".join(kernels.quantize(x[i], T.Q4_K, importance=weights[i]).tobytes() for i in range(3))
+
+    def engine(importance: np.ndarray, n_mat: int) -> bytes:
+        with open(src, "rb") as fin, open(dst, "w+b") as fout:
+            _native.quantize_file(fin.fileno(), fout.fileno(), [(64, int(T.F32), int(T.Q4_K), 30, 256, 0, importance, n_mat)], 2, None, str(src), str(dst))
+        return dst.read_bytes()
+
+    assert engine(weights.ravel(), 3) == expected
+    assert engine(weights[0], 1) != expected
