@@ -139,11 +139,20 @@ def test_quantize_with_imatrix_matches_llama_quantize(moe, tmp_path, file_type):
 def test_each_expert_is_quantized_with_its_own_importance(moe, tmp_path, monkeypatch):
     """The control for the test above: weighting every expert by expert 0's row, as a 2-D tensor
     would be, gives other bytes, from expert 1 on."""
+    import dataclasses
+
+    from qconvert.quant import gguf_quantize
+
     right, wrong = tmp_path / "right.gguf", tmp_path / "wrong.gguf"
     options = QuantizeOptions(FileType.Q4_K_M, progress=False, imatrix=moe.imatrix)
     quantize_gguf(moe.theirs, right, options)
-    runs = gguf_stream.TensorSource.importance_runs
-    monkeypatch.setattr(gguf_stream.TensorSource, "importance_runs", lambda t, a, b: [(s, e, None if w is None else t.importance[: t.row_len]) for s, e, w in runs(t, a, b)])
+    attach = gguf_quantize.attach_importance
+
+    def expert_0_everywhere(plan, imatrix, where):
+        return [dataclasses.replace(t, importance=np.tile(t.importance[: t.row_len], t.n_mat)) if t.importance is not None and t.n_mat > 1 else t
+                for t in attach(plan, imatrix, where)]
+
+    monkeypatch.setattr(gguf_quantize, "attach_importance", expert_0_everywhere)
     quantize_gguf(moe.theirs, wrong, options)
     problems = differences(wrong, right)
     assert problems and all("_exps.weight" in p for p in problems), problems
