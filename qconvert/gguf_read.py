@@ -54,6 +54,7 @@ _MIN_KV = 8 + 4 + 1  # an empty key, a type and a one-byte value
 _MIN_TENSOR_INFO = 8 + 4 + 4 + 8  # an empty name, n_dims 0, type, offset
 _INT64_MAX = 2**63 - 1
 _CHUNK = 1 << 20
+_U64 = struct.Struct("<Q")
 # Keys whose type llama.cpp fixes; a file with another type there is refused, as llama.cpp does.
 _KEY_TYPES = {
     "general.alignment": GGUFValueType.UINT32,
@@ -159,6 +160,28 @@ class _Cursor:
         except UnicodeDecodeError:
             raise _Bad(f"{what} is not UTF-8", at) from None
 
+    def strings(self, n: int, what: str) -> list[str]:
+        """n strings in a row (an array's elements): those lying whole in the buffer are read in one
+        tight loop; one that crosses its end, or is damaged, goes through `string`, which checks it."""
+        values: list[str] = []
+        length_at = _U64.unpack_from
+        while len(values) < n:
+            buf, k = self.buf, self.pos - self.base
+            end = len(buf)
+            try:
+                while len(values) < n and k + 8 <= end:
+                    (length,) = length_at(buf, k)
+                    if length > end - k - 8:
+                        break
+                    values.append(buf[k + 8 : k + 8 + length].decode("utf-8"))
+                    k += 8 + length
+            except UnicodeDecodeError:
+                pass  # `string` below says which element, where
+            self.pos = self.base + k
+            if len(values) < n:
+                values.append(self.string(f"element {len(values)} of {what}"))
+        return values
+
     def value_type(self, what: str) -> GGUFValueType:
         at = self.pos
         code = self.unpack("I", what)
@@ -181,7 +204,7 @@ def _read_value(c: _Cursor, vtype: GGUFValueType, what: str) -> KV:
     if n > c.left() // min_size:
         raise _Bad(f"{what} claims {n:,} {sub.name} elements, more than the {c.left():,} bytes left in the file hold", at, truncated=True)
     if sub == GGUFValueType.STRING:
-        values = [c.string(f"element {i} of {what}") for i in range(n)]
+        values = c.strings(n, what)
     else:  # one struct call for the whole array
         values = list(c.unpack(_SCALARS[sub], what, n)) if n != 1 else [c.unpack(_SCALARS[sub], what)]
     return KV(vtype, values, sub)
