@@ -5,7 +5,8 @@ gguf-py's GGUFReader builds a numpy view for every array item, which takes secon
 IndexError deep inside numpy. This reader is the one `quantize`, `inspect` and the imatrix reader
 use; it checks every field before it allocates or indexes, so any file, however damaged, gives
 either a header whose every tensor lies inside the file or one QConvertError naming what is wrong
-and where (the byte offset).
+and where (the byte offset). Each metadata entry keeps its byte span in the file, so a writer can
+copy it as it is instead of encoding its value again.
 
 Layout (GGUF v2/v3, little-endian): magic "GGUF", u32 version, u64 n_tensors, u64 n_kv; each KV is
 a string key, u32 value type and the value (an ARRAY: u32 element type, u64 count, the elements);
@@ -26,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
-
 from qconvert.errors import QConvertError
+from qconvert.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 _SCALARS = {
     GGUFValueType.UINT8: "B",
@@ -71,6 +71,7 @@ class KV:
     type: GGUFValueType
     value: Any
     sub_type: GGUFValueType | None = None  # element type of an ARRAY
+    span: tuple[int, int] = (0, 0)  # [start, end) of the whole entry (key, type, value) in the file
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,8 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, KV]:
             raise _Bad(f"metadata key {_shown(key)} appears twice", at)
         what = f"metadata key {_shown(key)}"
         vtype = c.value_type(f"the type of {what}")
-        kv[key] = _read_value(c, vtype, what)
+        value = _read_value(c, vtype, what)
+        kv[key] = KV(value.type, value.value, value.sub_type, (at, c.pos))
         want = _KEY_TYPES.get(key)
         if want is not None and kv[key].type != want:
             raise _Bad(f"{what} is {kv[key].type.name}, not {want.name}", at)
@@ -245,7 +247,7 @@ def _read_tensor_info(c: _Cursor, i: int, names: set[str]) -> tuple[str, tuple[i
         raise _Bad(f"{what} has dimensions {ne}, more elements than int64 counts", at)
     code = c.unpack("I", f"the type of {what}")
     if code not in _TENSOR_TYPES:
-        raise _Bad(f"{what} has type {code}, not a ggml type this gguf package knows", at)
+        raise _Bad(f"{what} has type {code}, not a ggml type qconvert knows", at)
     ttype = _TENSOR_TYPES[code]
     block, type_size = GGML_QUANT_SIZES[ttype]
     row = ne[0] if ne else 1

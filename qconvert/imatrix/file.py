@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 
 from qconvert.errors import QConvertError
+from qconvert.ggml_types import GGMLQuantizationType, GGUFValueType
 from qconvert.gguf_read import DEFAULT_ALIGNMENT, TensorInfo, read_gguf_header
 from qconvert.outputs import atomic_output
 
@@ -103,7 +103,7 @@ def write_imatrix(path: Path, matrix: ImportanceMatrix, force: bool = False) -> 
         entry = matrix.entries[name]
         entries[name] = ImatrixEntry(entry.in_sum2, entry.counts)  # checked again: its fields may have been replaced
     with atomic_output(path, force) as tmp:
-        writer = _ImatrixWriter(tmp, arch="")
+        writer = _imatrix_writer(tmp)
         try:
             writer.add_type("imatrix")
             writer.add_key_value(KEY_DATASETS, list(matrix.datasets), GGUFValueType.ARRAY, sub_type=GGUFValueType.STRING)
@@ -120,17 +120,21 @@ def write_imatrix(path: Path, matrix: ImportanceMatrix, force: bool = False) -> 
     return path
 
 
-class _ImatrixWriter(GGUFWriter):
+def _imatrix_writer(path: Path):
     """A GGUFWriter that writes no general.architecture (an imatrix has none) and allows an empty
     array: llama-quantize wants the imatrix.datasets key even when no dataset is named."""
+    from gguf import GGUFWriter  # here, not above: quantize reads imatrix files and must not import gguf
 
-    def add_architecture(self) -> None:
-        pass
+    class ImatrixWriter(GGUFWriter):
+        def add_architecture(self) -> None:
+            pass
 
-    def _pack_val(self, val, vtype, add_vtype, sub_type=None) -> bytes:
-        if vtype == GGUFValueType.ARRAY and len(val) == 0:
-            return (self._pack("I", vtype) if add_vtype else b"") + self._pack("I", sub_type) + self._pack("Q", 0)
-        return super()._pack_val(val, vtype, add_vtype, sub_type)
+        def _pack_val(self, val, vtype, add_vtype, sub_type=None) -> bytes:
+            if vtype == GGUFValueType.ARRAY and len(val) == 0:
+                return (self._pack("I", vtype) if add_vtype else b"") + self._pack("I", sub_type) + self._pack("Q", 0)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+    return ImatrixWriter(path, arch="")
 
 
 def _ggml_shaped(array: np.ndarray) -> np.ndarray:

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from gguf import GGMLQuantizationType as T
-from gguf import LlamaFileType as F
-
 from qconvert.errors import QConvertError
+from qconvert.ggml_types import GGMLQuantizationType as T
+from qconvert.ggml_types import LlamaFileType as F
 
 
 QUANTIZATION_VERSION = 2  # general.quantization_version: ggml's GGML_QNT_VERSION

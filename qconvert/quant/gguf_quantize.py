@@ -1,7 +1,7 @@
 """GGUF → GGUF: quantize an f32/f16/bf16 GGUF file to any llama.cpp file type, like llama-quantize.
 
-Metadata is copied (file type and quantization version updated), each tensor's type is chosen
-by the same rules as llama-quantize, and the native engine (qconvert.quant.engine) quantizes the
+Metadata is copied byte for byte (file type and quantization version updated), each tensor's type
+is chosen by the same rules as llama-quantize, and the native engine (qconvert.quant.engine) quantizes the
 data from the input file straight into its place in the output, in chunks, so memory stays
 bounded by a few chunks per thread.
 """
@@ -10,15 +10,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf import GGMLQuantizationType, GGUFWriter
-
 from qconvert.errors import QConvertError
+from qconvert.ggml_types import GGMLQuantizationType
 from qconvert.gguf_read import GGUFHeader, read_gguf_header
 from qconvert.imatrix.file import ImportanceMatrix, read_imatrix
 from qconvert.numeric import default_threads
 from qconvert.outputs import atomic_output, check_output_path
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
 from qconvert.quant.engine import PlannedTensor, write_quantized
+from qconvert.quant.gguf_header import Metadata
 from qconvert.quant.importance import attach_importance, write_imatrix_metadata
 from qconvert.quant.tensor_types import ModelShape, tensor_type
 
@@ -62,14 +62,17 @@ def _model_shape(header: GGUFHeader, path: Path) -> ModelShape:
     )
 
 
-def _copy_metadata(header: GGUFHeader, w: GGUFWriter, file_type: FileType, imatrix: ImportanceMatrix | None, imatrix_path: Path | None) -> None:
-    for name, kv in header.kv.items():
-        if name not in _REPLACED_KEYS:
-            w.add_key_value(name, kv.value, kv.type, sub_type=kv.sub_type)
-    w.add_file_type(FILE_TYPES[file_type].ftype)
-    w.add_quantization_version(QUANTIZATION_VERSION)
+def _output_metadata(header: GGUFHeader, path: Path, file_type: FileType, imatrix: ImportanceMatrix | None, imatrix_path: Path | None) -> Metadata:
+    """The input's entries as they lie in its file, general.architecture first, then the file type,
+    the quantization version and the imatrix keys set anew: the order GGUFWriter gave them."""
+    copied = Metadata.copied(header, path).entries
+    metadata = Metadata({"general.architecture": copied["general.architecture"]})
+    metadata.entries.update((key, entry) for key, entry in copied.items() if key not in _REPLACED_KEYS)
+    metadata.add_uint32("general.file_type", FILE_TYPES[file_type].ftype)
+    metadata.add_uint32("general.quantization_version", QUANTIZATION_VERSION)
     if imatrix is not None:
-        write_imatrix_metadata(w, imatrix, str(imatrix_path))
+        write_imatrix_metadata(metadata, imatrix, str(imatrix_path))
+    return metadata
 
 
 def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType, has_imatrix: bool = False) -> list[PlannedTensor]:
@@ -92,7 +95,7 @@ def plan_quantize(header: GGUFHeader, path: Path, file_type: FileType, has_imatr
 @dataclass(frozen=True)
 class QuantizeResult:
     path: Path
-    seconds: dict[str, float]  # "plan" (reading the header, planning), then write_quantized's: where the time went
+    seconds: dict[str, float]  # "plan" (reading the header and metadata, planning), then write_quantized's: where the time went
 
 
 def quantize_gguf(src: Path, dst: Path, options: QuantizeOptions) -> QuantizeResult:
@@ -108,10 +111,8 @@ def quantize_gguf(src: Path, dst: Path, options: QuantizeOptions) -> QuantizeRes
     plan = plan_quantize(header, src, options.file_type, imatrix is not None)
     if imatrix is not None:
         plan = attach_importance(plan, imatrix, Path(options.imatrix))
+    metadata = _output_metadata(header, src, options.file_type, imatrix, options.imatrix)
     planned = time.perf_counter()
     with atomic_output(dst, options.force) as tmp:
-        seconds = write_quantized(
-            src, tmp, header.get("general.architecture"), lambda w: _copy_metadata(header, w, options.file_type, imatrix, options.imatrix), plan,
-            options.threads or default_threads(), options.progress,
-        )
+        seconds = write_quantized(src, tmp, metadata, header.alignment, plan, options.threads or default_threads(), options.progress)
     return QuantizeResult(dst, {"plan": planned - start, **seconds})

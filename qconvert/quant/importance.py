@@ -9,14 +9,22 @@ rows with the i-th row; the planned tensor carries them flat and the writer slic
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TypeVar
-
-from gguf import GGUFWriter
+from typing import Protocol, TypeVar
 
 from qconvert.errors import QConvertError
 from qconvert.imatrix.file import ImportanceMatrix
 
 log = logging.getLogger(__name__)
+
+
+class MetadataWriter(Protocol):
+    """gguf's GGUFWriter, or the quantize path's qconvert.quant.gguf_header.Metadata."""
+
+    def add_string(self, key: str, value: str) -> None: ...
+
+    def add_uint32(self, key: str, value: int) -> None: ...
+
+
 Planned = TypeVar("Planned")  # a planned output tensor (gguf_stream.TensorSource, engine.PlannedTensor): a dataclass with name, shape, row_len, n_mat, importance
 
 
@@ -43,7 +51,7 @@ def attach_importance(plan: list[Planned], imatrix: ImportanceMatrix, where: Pat
     return attached
 
 
-def write_imatrix_metadata(w: GGUFWriter, imatrix: ImportanceMatrix, source: str) -> None:
+def write_imatrix_metadata(w: MetadataWriter, imatrix: ImportanceMatrix, source: str) -> None:
     """The keys llama-quantize --imatrix records: the file (here also "computed in-line from ..."),
     its first dataset, its entry count and, when known, its chunk count; strings cut at 127 bytes."""
     w.add_string("quantize.imatrix.file", _cut(source))

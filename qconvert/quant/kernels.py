@@ -1,22 +1,22 @@
 """numpy-facing wrappers over the C block quantizers in qconvert._native."""
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from qconvert import _native
+from qconvert.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
 from qconvert.numeric import default_threads
 
 
 def _check_block_table() -> None:
-    """The C type table (geometry from its block structs) must agree with gguf's GGML_QUANT_SIZES,
-    which the GGUF reader and writer size tensors by: a mismatch would corrupt every file."""
+    """The C type table (geometry from its block structs) must agree with GGML_QUANT_SIZES, which
+    the GGUF reader and writer size tensors by: a mismatch would corrupt every file."""
     for type_id in _native.block_types():
         qtype = GGMLQuantizationType(type_id)
         name, elems, nbytes = _native.block_info(type_id)
         if name != qtype.name or (elems, nbytes) != GGML_QUANT_SIZES[qtype]:
             raise ImportError(
                 f"qconvert._native's block table says {name} (id {type_id}) has {elems} values in {nbytes} bytes, "
-                f"gguf says {qtype.name} has {GGML_QUANT_SIZES[qtype]}: rebuild the extension against this gguf"
+                f"qconvert.ggml_types says {qtype.name} has {GGML_QUANT_SIZES[qtype]}: rebuild the extension"
             )
 
 

@@ -3,9 +3,8 @@
 import re
 from dataclasses import dataclass
 
-from gguf import GGML_QUANT_SIZES
-from gguf import GGMLQuantizationType as T
-
+from qconvert.ggml_types import GGML_QUANT_SIZES
+from qconvert.ggml_types import GGMLQuantizationType as T
 from qconvert.quant.file_types import EIGHT_EXPERTS, FALLBACK, FILE_TYPES, Category, FileType, LayerContext
 
 _LAYER = re.compile(r"^blk\.(\d+)\.")
