@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter, quants
+from gguf import GGMLQuantizationType, GGUFWriter, quants
 
 from qconvert.errors import QConvertError
 from qconvert.quant import kernels
+from qconvert.quant.rows import RowLayout
 
 SLAB_VALUES = 8 << 20  # source values per slab: 32 MiB of float32
 _FLOAT_TYPES = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
 
 
 @dataclass(frozen=True, eq=False)
-class TensorSource:
+class TensorSource(RowLayout):
     name: str
     shape: tuple[int, ...]  # numpy (row-major) shape; the last axis is the row
     out_type: GGMLQuantizationType
@@ -32,24 +33,6 @@ class TensorSource:
     # per-column weights for the imatrix-weighted quantizers: (row_len,) for every row, or
     # (n_mat * row_len,) for a 3-D tensor, matrix (expert) i's rows weighted by the i-th row_len values
     importance: np.ndarray | None = None
-
-    @property
-    def row_len(self) -> int:
-        return self.shape[-1]
-
-    @property
-    def n_rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64))
-
-    @property
-    def row_bytes(self) -> int:
-        block, nbytes = GGML_QUANT_SIZES[self.out_type]
-        return self.row_len // block * nbytes
-
-    @property
-    def n_mat(self) -> int:
-        """Matrices stacked in the tensor: the experts of a 3-D tensor, else 1."""
-        return self.shape[0] if len(self.shape) == 3 else 1
 
     def importance_runs(self, start: int, end: int) -> list[tuple[int, int, np.ndarray | None]]:
         """Rows [start, end) cut where the importance weights change (at matrix boundaries), each

@@ -16,14 +16,15 @@ import numpy as np
 
 from qconvert import _native
 from qconvert.errors import QConvertError
-from qconvert.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType
+from qconvert.ggml_types import GGMLQuantizationType
 from qconvert.quant.gguf_header import Metadata, gguf_header
+from qconvert.quant.rows import RowLayout
 
 REPAIR_HINT = "re-convert or re-download it"
 
 
 @dataclass(frozen=True, eq=False)
-class PlannedTensor:
+class PlannedTensor(RowLayout):
     """One tensor of the output: where its source is in the input file and what it becomes."""
 
     name: str
@@ -34,24 +35,6 @@ class PlannedTensor:
     # per-column weights for the imatrix-weighted quantizers: (row_len,) for every row, or
     # (n_mat * row_len,) for a 3-D tensor, matrix (expert) i's rows weighted by the i-th row_len values
     importance: np.ndarray | None = None
-
-    @property
-    def row_len(self) -> int:
-        return self.shape[-1]
-
-    @property
-    def n_rows(self) -> int:
-        return int(np.prod(self.shape[:-1], dtype=np.int64))
-
-    @property
-    def n_mat(self) -> int:
-        """Matrices stacked in the tensor: the experts of a 3-D tensor, else 1."""
-        return self.shape[0] if len(self.shape) == 3 else 1
-
-    @property
-    def row_bytes(self) -> int:
-        block, nbytes = GGML_QUANT_SIZES[self.out_type]
-        return self.row_len // block * nbytes
 
 
 def write_quantized(src: Path, dst: Path, metadata: Metadata, alignment: int, plan: list[PlannedTensor], threads: int, progress: bool) -> dict[str, float]:
