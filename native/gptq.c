@@ -24,3 +24,30 @@ void qc_gptq_columns(float *w, float *err, const float *hinv, const float *inv_d
         }
     }
 }
+
+void qc_gptq_block_columns(float *w, float *err, const float *hinv, const float *inv_diag, const float *s, const float *o, const float *fit_w,
+                           uint8_t *codes, int64_t m, int64_t n_out, int zero, int max_code) {
+    for (int64_t i = 0; i < m; i++) {
+        float *wi = w + i * n_out, *ei = err + i * n_out;
+        const float *si = s + i * n_out, *oi = o + i * n_out, *fi = fit_w + i * n_out;
+        uint8_t *ci = codes + i * n_out;
+        const float d = inv_diag[i];
+        for (int64_t r = 0; r < n_out; r++) {
+            int c = ci[r];
+            /* a weight the block was fitted on keeps the fit's code; a moved one takes the nearest level */
+            if (wi[r] != fi[r] && si[r] != 0.0f) {
+                const float l = nearbyintf((wi[r] - oi[r]) / si[r]) + (float)zero;
+                c = l < 0.0f ? 0 : (l > (float)max_code ? max_code : (int)l);
+                ci[r] = (uint8_t)c;
+            }
+            const float q = si[r] * (float)(c - zero) + oi[r];
+            ei[r] = (wi[r] - q) * d;
+            wi[r] = q;
+        }
+        for (int64_t k = i + 1; k < m; k++) {
+            const float h = hinv[i * m + k];
+            float *wk = w + k * n_out;
+            for (int64_t r = 0; r < n_out; r++) wk[r] -= h * ei[r];
+        }
+    }
+}

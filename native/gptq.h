@@ -14,4 +14,12 @@
 void qc_gptq_columns(float *w, float *err, const float *hinv, const float *inv_diag, const float *scales, const float *zeros,
                      const int32_t *grid_row, int64_t m, int64_t n_out, float maxq);
 
+/* The same loop on the grids of GGUF blocks (codes.h): column i, row r is rounded to a code c of
+ * value s·(c − zero) + o with the s and o of its block ((m, n_out) each, like w). codes holds
+ * the codes the block fit chose and fit_w the weights it was fitted on: a weight still equal to
+ * its fit_w keeps its code (the block quantizer's own choice, which llama.cpp's rounding rules
+ * make), any other takes the nearest code in 0..max_code. codes ends up holding every code. */
+void qc_gptq_block_columns(float *w, float *err, const float *hinv, const float *inv_diag, const float *s, const float *o, const float *fit_w,
+                           uint8_t *codes, int64_t m, int64_t n_out, int zero, int max_code);
+
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codes.h"
 #include "fp16.h"
 #include "engine.h"
 #include "gptq.h"
@@ -359,6 +360,195 @@ done:
     return result;
 }
 
+/* ---- codes inside blocks (codes.h), for GPTQ on the GGUF block grids ---------------------------- */
+
+static const qc_type_traits *coded_traits_or_error(int type, const qc_code_info **info) {
+    const qc_type_traits *t = traits_or_error(type);
+    if (t && !(*info = qc_code_info_of(type))) {
+        PyErr_Format(PyExc_ValueError, "block type %s has no code layout here", t->name);
+        return NULL;
+    }
+    return t;
+}
+
+/* The whole blocks of n values, n checked against the type's block: their byte count, or -1. */
+static Py_ssize_t blocks_bytes(const qc_type_traits *t, long long n_arg) {
+    if (n_arg < 0 || n_arg % t->block_elems != 0) {
+        PyErr_Format(PyExc_ValueError, "%lld values are not whole %s blocks of %d", n_arg, t->name, t->block_elems);
+        return -1;
+    }
+    const Py_ssize_t n = as_ssize(n_arg, "n_values");
+    const Py_ssize_t bytes = n < 0 ? -1 : checked_mul(n / t->block_elems, t->block_bytes);
+    if (n >= 0 && bytes < 0) PyErr_SetString(PyExc_OverflowError, "too many values");
+    return bytes;
+}
+
+/* code_info(type) -> (bits, zero): codes are 0 .. 2^bits − 1, value = s·(code − zero) + o. */
+static PyObject *code_info(PyObject *self, PyObject *args) {
+    int type;
+    const qc_code_info *info = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &type)) return NULL;
+    return coded_traits_or_error(type, &info) ? Py_BuildValue("(ii)", info->bits, info->zero) : NULL;
+}
+
+/* block_codes(type, blocks, n_values, codes, s, o): every value's code (uint8) and the s and o
+ * (float32) of its block. */
+static PyObject *block_codes(PyObject *self, PyObject *args) {
+    int type;
+    long long n_arg;
+    PyObject *objs[4];
+    Py_buffer v[4] = {{0}};
+    PyObject *result = NULL;
+    const qc_code_info *info = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOLOOO", &type, &objs[0], &n_arg, &objs[1], &objs[2], &objs[3])) return NULL;
+    const qc_type_traits *t = coded_traits_or_error(type, &info);
+    if (!t) return NULL;
+    const Py_ssize_t bytes = blocks_bytes(t, n_arg);
+    if (bytes < 0) return NULL;
+    const Py_ssize_t n = (Py_ssize_t)n_arg;
+    if (get_buffer(objs[0], &v[0], 0, FMT_U8, bytes, t->block_align, "blocks") != 0 || get_buffer(objs[1], &v[1], 1, FMT_U8, n, 1, "codes") != 0 ||
+        get_buffer(objs[2], &v[2], 1, FMT_F32, n, 4, "s") != 0 || get_buffer(objs[3], &v[3], 1, FMT_F32, n, 4, "o") != 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS qc_block_codes(type, v[0].buf, n, (uint8_t *)v[1].buf, (float *)v[2].buf, (float *)v[3].buf);
+    Py_END_ALLOW_THREADS result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 4; i++)
+        if (v[i].obj) PyBuffer_Release(&v[i]);
+    return result;
+}
+
+/* block_set_codes(type, blocks, n_values, codes): write the codes into the blocks in place. */
+static PyObject *block_set_codes(PyObject *self, PyObject *args) {
+    int type;
+    long long n_arg;
+    PyObject *blocks_obj, *codes_obj;
+    Py_buffer blocks = {0}, codes = {0};
+    PyObject *result = NULL;
+    const qc_code_info *info = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOLO", &type, &blocks_obj, &n_arg, &codes_obj)) return NULL;
+    const qc_type_traits *t = coded_traits_or_error(type, &info);
+    if (!t) return NULL;
+    const Py_ssize_t bytes = blocks_bytes(t, n_arg);
+    if (bytes < 0) return NULL;
+    const Py_ssize_t n = (Py_ssize_t)n_arg;
+    if (get_buffer(blocks_obj, &blocks, 1, FMT_U8, bytes, t->block_align, "blocks") != 0 || get_buffer(codes_obj, &codes, 0, FMT_U8, n, 1, "codes") != 0)
+        goto done;
+    const uint8_t *c = (const uint8_t *)codes.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (c[i] >> info->bits) {
+            PyErr_Format(PyExc_ValueError, "code %d at %zd does not fit in %s's %d bits", c[i], i, t->name, info->bits);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS qc_block_set_codes(type, blocks.buf, n, c);
+    Py_END_ALLOW_THREADS result = Py_NewRef(Py_None);
+done:
+    if (blocks.obj) PyBuffer_Release(&blocks);
+    if (codes.obj) PyBuffer_Release(&codes);
+    return result;
+}
+
+/* quantize_part_weighted(type, src, n_rows, n_per_row, dst, importance, sigma2): the weighted
+ * Q4_0/Q5_0/Q4_1/Q5_1 quantizer on n_rows parts of rows, row i with the sigma2 sigma2[i] of its
+ * whole row (qc_quantize_part_weighted). */
+static PyObject *quantize_part_weighted(PyObject *self, PyObject *args) {
+    int type;
+    long long n_rows_arg, n_arg;
+    PyObject *objs[4];
+    Py_buffer v[4] = {{0}};
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOLLOOO", &type, &objs[0], &n_rows_arg, &n_arg, &objs[1], &objs[2], &objs[3])) return NULL;
+    const qc_type_traits *t = traits_or_error(type);
+    if (!t) return NULL;
+    if (type != QC_Q4_0 && type != QC_Q5_0 && type != QC_Q4_1 && type != QC_Q5_1)
+        return PyErr_Format(PyExc_ValueError, "%s has no row-wide sigma2", t->name);
+    const Py_ssize_t row_bytes = blocks_bytes(t, n_arg);
+    if (row_bytes < 0) return NULL;
+    const Py_ssize_t n_rows = as_ssize(n_rows_arg, "n_rows"), n = (Py_ssize_t)n_arg;
+    if (n_rows < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "n_rows must not be negative");
+        return NULL;
+    }
+    const Py_ssize_t values = checked_mul(n_rows, n), bytes = checked_mul(n_rows, row_bytes);
+    if (values < 0 || bytes < 0) return PyErr_Format(PyExc_OverflowError, "too many rows");
+    if (get_buffer(objs[0], &v[0], 0, FMT_F32, values, 4, "source") != 0 || get_buffer(objs[1], &v[1], 1, FMT_U8, bytes, t->block_align, "destination") != 0 ||
+        get_buffer(objs[2], &v[2], 0, FMT_F32, n, 4, "importance") != 0 || get_buffer(objs[3], &v[3], 0, FMT_F32, n_rows, 4, "sigma2") != 0)
+        goto done;
+    const float *src = (const float *)v[0].buf, *imp = (const float *)v[2].buf, *sigma2 = (const float *)v[3].buf;
+    uint8_t *dst = (uint8_t *)v[1].buf;
+    Py_BEGIN_ALLOW_THREADS for (Py_ssize_t r = 0; r < n_rows; r++) qc_quantize_part_weighted(type, src + r * n, dst + r * row_bytes, n, imp, sigma2[r]);
+    Py_END_ALLOW_THREADS result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 4; i++)
+        if (v[i].obj) PyBuffer_Release(&v[i]);
+    return result;
+}
+
+/* row_sigma2_into(src, n_rows, n, out): each row's mean square, as the weighted legacy quantizers
+ * take it (qc_row_sigma2), into out (n_rows float32). */
+static PyObject *row_sigma2_into(PyObject *self, PyObject *args) {
+    long long n_rows_arg, n_arg;
+    PyObject *src_obj, *out_obj;
+    Py_buffer src = {0}, out = {0};
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OLLO", &src_obj, &n_rows_arg, &n_arg, &out_obj)) return NULL;
+    if (n_rows_arg < 0 || n_arg <= 0) return PyErr_Format(PyExc_ValueError, "bad geometry: %lld rows of %lld", n_rows_arg, n_arg);
+    const Py_ssize_t n_rows = as_ssize(n_rows_arg, "n_rows"), n = as_ssize(n_arg, "n");
+    if (n_rows < 0 || n < 0) return NULL;
+    const Py_ssize_t values = checked_mul(n_rows, n);
+    if (values < 0) return PyErr_Format(PyExc_OverflowError, "too many values");
+    if (get_buffer(src_obj, &src, 0, FMT_F32, values, 4, "source") != 0 || get_buffer(out_obj, &out, 1, FMT_F32, n_rows, 4, "out") != 0) goto done;
+    for (Py_ssize_t r = 0; r < n_rows; r++) ((float *)out.buf)[r] = qc_row_sigma2((const float *)src.buf + r * n, n);
+    result = Py_NewRef(Py_None);
+done:
+    if (src.obj) PyBuffer_Release(&src);
+    if (out.obj) PyBuffer_Release(&out);
+    return result;
+}
+
+/* gptq_block_columns(w, err, hinv, inv_diag, s, o, fit_w, codes, m, n_out, zero, max_code): one
+ * sub-block of GPTQ's column loop on block grids, in place (gptq.h). */
+static PyObject *gptq_block_columns(PyObject *self, PyObject *args) {
+    PyObject *objs[8];
+    long long m_arg, n_out_arg;
+    int zero, max_code;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLLii", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6], &objs[7], &m_arg, &n_out_arg,
+                          &zero, &max_code))
+        return NULL;
+    Py_buffer v[8] = {{0}};
+    PyObject *result = NULL;
+    const Py_ssize_t m = as_ssize(m_arg, "m"), n_out = as_ssize(n_out_arg, "n_out");
+    if (m < 0 || n_out < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "m and n_out must be >= 0");
+        return NULL;
+    }
+    if (max_code < 0 || max_code > 255) return PyErr_Format(PyExc_ValueError, "max_code %d is not a uint8 code", max_code);
+    const Py_ssize_t rows = checked_mul(m, n_out), mm = checked_mul(m, m);
+    if (rows < 0 || mm < 0) {
+        PyErr_SetString(PyExc_OverflowError, "m·n_out does not fit in a Py_ssize_t");
+        return NULL;
+    }
+    if (get_buffer(objs[0], &v[0], 1, FMT_F32, rows, 4, "w") != 0 || get_buffer(objs[1], &v[1], 1, FMT_F32, rows, 4, "err") != 0 ||
+        get_buffer(objs[2], &v[2], 0, FMT_F32, mm, 4, "hinv") != 0 || get_buffer(objs[3], &v[3], 0, FMT_F32, m, 4, "inv_diag") != 0 ||
+        get_buffer(objs[4], &v[4], 0, FMT_F32, rows, 4, "s") != 0 || get_buffer(objs[5], &v[5], 0, FMT_F32, rows, 4, "o") != 0 ||
+        get_buffer(objs[6], &v[6], 0, FMT_F32, rows, 4, "fit_w") != 0 || get_buffer(objs[7], &v[7], 1, FMT_U8, rows, 1, "codes") != 0)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS qc_gptq_block_columns((float *)v[0].buf, (float *)v[1].buf, (const float *)v[2].buf, (const float *)v[3].buf,
+                                                 (const float *)v[4].buf, (const float *)v[5].buf, (const float *)v[6].buf, (uint8_t *)v[7].buf, m,
+                                                 n_out, zero, max_code);
+    Py_END_ALLOW_THREADS result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < 8; i++)
+        if (v[i].obj) PyBuffer_Release(&v[i]);
+    return result;
+}
+
 /* ---- quantize_file: the file engine ------------------------------------------------------------ */
 
 /* One job tuple: (src_offset, src_type, dst_type, n_rows, n_per_row, dst_offset, importance, n_mat),
@@ -536,7 +726,7 @@ static PyObject *isas(PyObject *self, PyObject *args) {
 static PyObject *abi_version(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return PyLong_FromLong(4);
+    return PyLong_FromLong(5);
 }
 
 static PyMethodDef methods[] = {
@@ -546,6 +736,12 @@ static PyMethodDef methods[] = {
     {"block_types", block_types, METH_NOARGS, "block_types() -> the type ids this module quantizes"},
     {"fp32_to_fp16_into", fp32_to_fp16_into, METH_VARARGS, "fp32_to_fp16_into(src, dst)"},
     {"gptq_columns", gptq_columns, METH_VARARGS, "gptq_columns(w, err, hinv, inv_diag, scales, zeros, grid_row, m, n_out, maxq): one sub-block of GPTQ's column loop, in place"},
+    {"code_info", code_info, METH_VARARGS, "code_info(type) -> (bits, zero): value = s·(code − zero) + o"},
+    {"block_codes", block_codes, METH_VARARGS, "block_codes(type, blocks, n_values, codes, s, o): codes and affine maps of whole blocks"},
+    {"block_set_codes", block_set_codes, METH_VARARGS, "block_set_codes(type, blocks, n_values, codes): new codes into blocks, in place"},
+    {"quantize_part_weighted", quantize_part_weighted, METH_VARARGS, "quantize_part_weighted(type, src, n_rows, n, dst, importance, sigma2)"},
+    {"row_sigma2_into", row_sigma2_into, METH_VARARGS, "row_sigma2_into(src, n_rows, n, out): the rows' mean squares as the weighted legacy quantizers take them"},
+    {"gptq_block_columns", gptq_block_columns, METH_VARARGS, "gptq_block_columns(w, err, hinv, inv_diag, s, o, fit_w, codes, m, n_out, zero, max_code)"},
     {"quantize_file", quantize_file, METH_VARARGS, "quantize_file(in_fd, out_fd, jobs, threads, progress, in_path, out_path): fill a GGUF's tensor data"},
     {"set_isa", set_isa, METH_VARARGS, "set_isa(name): run the quantizers on 'scalar', 'avx2' or 'avx512' (same bytes)"},
     {"isa", isa, METH_NOARGS, "isa() -> the instruction set the quantizers run on"},

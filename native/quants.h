@@ -112,4 +112,9 @@ void qc_dequantize_row_q4_k(const void *src, float *dst, int64_t n);
 void qc_dequantize_row_q5_k(const void *src, float *dst, int64_t n);
 void qc_dequantize_row_q6_k(const void *src, float *dst, int64_t n);
 
+/* Weighted Q4_0/Q5_0/Q4_1/Q5_1 on part of a row, given the whole row's sigma2 (qc_row_sigma2):
+ * what the row's quantizer writes for those blocks. Returns -1 for another type. */
+int qc_quantize_part_weighted(int type, const float *src, void *dst, int64_t n, const float *importance, float sigma2);
+float qc_row_sigma2(const float *x, int64_t n);
+
 #endif

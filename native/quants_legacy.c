@@ -361,6 +361,64 @@ void QC_ISA_FN(qc_quantize_row_q8_0)(const float *src, void *dst, int64_t n, con
     }
 }
 
+#ifndef QC_ISA_SUFFIX /* scalar build only: the same bytes as every path */
+/* The weighted quantizer of Q4_0, Q5_0, Q4_1 or Q5_1 on n values (whole blocks) that are a part of
+ * a longer row, with that row's sigma2 given: the blocks the row's quantizer would write for them,
+ * for a caller that fits a row a few blocks at a time (qconvert/blockq). Returns 0, or -1 for
+ * another type. */
+int qc_quantize_part_weighted(int type, const float *src, void *dst, int64_t n, const float *importance, float sigma2) {
+    const int64_t nb = n / QC_QK;
+    uint8_t q[QC_QK];
+    asym_block blk[ASYM_LANES];
+    for (int64_t b = 0; b < nb;) {
+        const float *x = src + b * QC_QK, *qw = importance + b * QC_QK;
+        switch (type) {
+        case QC_Q4_0: case QC_Q5_0: {
+            const int nmax = type == QC_Q4_0 ? 8 : 16;
+            qc_half d;
+            quantize_sym_block_weighted(x, qw, sigma2, nmax, &d, q);
+            if (type == QC_Q4_0) {
+                qc_block_q4_0 *y = (qc_block_q4_0 *)dst + b;
+                y->d = d;
+                pack_nibbles(q, y->qs);
+            } else {
+                qc_block_q5_0 *y = (qc_block_q5_0 *)dst + b;
+                y->d = d;
+                pack_fifth_bits(q, y->qh);
+                pack_nibbles(q, y->qs);
+            }
+            b++;
+            break;
+        }
+        case QC_Q4_1: case QC_Q5_1: {
+            const int done = quantize_asym_blocks_weighted(nb - b, x, qw, sigma2, type == QC_Q4_1 ? 15 : 31, blk);
+            for (int k = 0; k < done; k++, b++) {
+                if (type == QC_Q4_1) {
+                    qc_block_q4_1 *y = (qc_block_q4_1 *)dst + b;
+                    y->d = blk[k].d;
+                    y->m = blk[k].m;
+                    pack_nibbles(blk[k].q, y->qs);
+                } else {
+                    qc_block_q5_1 *y = (qc_block_q5_1 *)dst + b;
+                    y->d = blk[k].d;
+                    y->m = blk[k].m;
+                    pack_fifth_bits(blk[k].q, y->qh);
+                    pack_nibbles(blk[k].q, y->qs);
+                }
+            }
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The sigma2 that type's weighted quantizer takes from a whole row. */
+float qc_row_sigma2(const float *x, int64_t n) { return row_sigma2(x, n); }
+#endif
+
 #ifndef QC_ISA_SUFFIX /* the dequantizers are built once, in the scalar build */
 /* ---- dequantizers ----------------------------------------------------------------------- */
 

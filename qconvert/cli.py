@@ -61,21 +61,25 @@ def main(verbose: bool) -> None:
 @click.option("--imatrix", "imatrix", type=click.Path(path_type=Path), default=None, help="Quantize with this importance matrix (GGUF or legacy .dat, from `qconvert imatrix` or llama-imatrix).")
 @optional_calibration_options
 @click.option("--imatrix-out", type=click.Path(path_type=Path), default=None, help="Also write the importance matrix computed in-line from the calibration options to this file.")
-@click.option("--device", default="cpu", show_default=True, help="Device of the in-line importance matrix: cpu or cuda.")
-@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the in-line importance matrix's forwards (see `qconvert imatrix`).")
+@click.option("--gptq", is_flag=True, help="Round the decoder layers' weights with GPTQ's error compensation inside their GGUF blocks (needs calibration options; same types and size as --imatrix gives).")
+@click.option("--awq-scale", is_flag=True, help="First fold AWQ scales, searched against this type's block grid, into the weights (needs calibration options).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the in-line calibration work (importance matrix, GPTQ, AWQ): cpu or cuda.")
+@click.option("--compute-dtype", default="auto", show_default=True, help="Precision of the in-line calibration forwards (see `qconvert imatrix`).")
 @click.option("--threads", type=int, default=None, help="Quantizer threads (default: all cores).")
 @click.option("--modelfile", is_flag=True, help="Also write an Ollama Modelfile beside the GGUF (OUT's name, .Modelfile): FROM, the chat template as TEMPLATE, stop tokens, sampling defaults.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-def gguf(model_dir: Path, out: Path, file_type: str, imatrix: Path | None, calib_input: CalibInput | None, imatrix_out: Path | None, device: str, compute_dtype: str, threads: int | None, modelfile: bool, force: bool) -> None:
+def gguf(model_dir: Path, out: Path, file_type: str, imatrix: Path | None, calib_input: CalibInput | None, imatrix_out: Path | None, gptq: bool, awq_scale: bool, device: str, compute_dtype: str, threads: int | None, modelfile: bool, force: bool) -> None:
     """Convert a Hugging Face checkpoint (MODEL_DIR) to a GGUF file for llama.cpp, quantized or not.
 
     With --calib FILE (or --source ... or any calibration option) the importance matrix is computed
-    from that calibration set and the weights are quantized with it, in this one command."""
+    from that calibration set and the weights are quantized with it, in this one command; --gptq
+    rounds them with GPTQ inside the blocks instead, --awq-scale folds AWQ scales in first."""
     from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
     from qconvert.quant.file_types import parse_file_type
 
     options = ConvertOptions(
-        file_type=parse_file_type(file_type), force=force, progress=_progress(), threads=threads, imatrix=imatrix, calib=calib_input, imatrix_out=imatrix_out, device=device, compute_dtype=compute_dtype
+        file_type=parse_file_type(file_type), force=force, progress=_progress(), threads=threads, imatrix=imatrix, calib=calib_input, imatrix_out=imatrix_out, device=device, compute_dtype=compute_dtype,
+        gptq=gptq, awq_scale=awq_scale,
     )
     if modelfile:  # the chat template's translation is checked before any work
         from qconvert.ollama import default_modelfile_path, modelfile_text, write_modelfile

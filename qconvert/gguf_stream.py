@@ -33,6 +33,9 @@ class TensorSource(RowLayout):
     # per-column weights for the imatrix-weighted quantizers: (row_len,) for every row, or
     # (n_mat * row_len,) for a 3-D tensor, matrix (expert) i's rows weighted by the i-th row_len values
     importance: np.ndarray | None = None
+    # rows [start, end) already encoded as out_type, (end-start, row_bytes) uint8: written as they are
+    # (tensors quantized elsewhere, e.g. by GPTQ inside the blocks); read_rows is then not used
+    read_encoded: Callable[[int, int], np.ndarray] | None = None
 
     def importance_runs(self, start: int, end: int) -> list[tuple[int, int, np.ndarray | None]]:
         """Rows [start, end) cut where the importance weights change (at matrix boundaries), each
@@ -76,6 +79,10 @@ def _write_tensor(w: GGUFWriter, t: TensorSource, threads: int, bar) -> None:
     step = _slab_rows(t)
     for start in range(0, t.n_rows, step):
         end = min(start + step, t.n_rows)
+        if t.read_encoded is not None:
+            fout.write(memoryview(np.ascontiguousarray(t.read_encoded(start, end))).cast("B"))
+            bar.update((end - start) * t.row_len)
+            continue
         values = t.read_rows(start, end)
         for a, b, importance in t.importance_runs(start, end):
             run = values[a - start : b - start]

@@ -9,6 +9,7 @@ An MoE model's routed experts are stacked as llama.cpp wants them by qconvert/co
 """
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +48,10 @@ class ConvertOptions:
     imatrix_out: Path | None = None  # where to keep the in-line matrix (not written unless asked)
     device: str = "cpu"  # of the in-line computation
     compute_dtype: str = "auto"
+    # round the decoder layers' weights with GPTQ's error compensation inside their blocks (needs calib)
+    gptq: bool = False
+    # fold AWQ scales searched against the type's block grid into the model first (needs calib)
+    awq_scale: bool = False
 
 
 def _keeps_f32(gguf_name: str, shape: tuple[int, ...]) -> bool:
@@ -64,6 +69,11 @@ def _sort_key(gguf_name: str) -> tuple:
 
 def _constant_rows(values: np.ndarray, start: int, end: int) -> np.ndarray:
     return values.reshape(-1, values.shape[-1])[start:end]
+
+
+def _rope_heads(gguf_name: str, config: ModelConfig, spec: ArchSpec) -> int:
+    """The heads whose Q/K rows llama.cpp wants in its RoPE order (Llama), or 0: rows stay as they are."""
+    return {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(gguf_name.split(".")[-2], 0) if spec.permute_qk else 0
 
 
 def _row_reader(ckpt: Checkpoint, hf_name: str, shape: tuple[int, ...], heads: int) -> Callable[[int, int], np.ndarray]:
@@ -137,8 +147,7 @@ def plan_tensors(ckpt: Checkpoint, config: ModelConfig, spec: ArchSpec, file_typ
         if isinstance(source, ExpertStack):
             read_rows = partial(read_stacked, ckpt, source.parts)
         else:
-            heads = {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(name.split(".")[-2], 0) if spec.permute_qk else 0
-            read_rows = _row_reader(ckpt, source, shape, heads)
+            read_rows = _row_reader(ckpt, source, shape, _rope_heads(name, config, spec))
         plan.append(TensorSource(name, shape, out_type, read_rows))
     if config.rope_scaling and rope_kind(config.rope_scaling) == "llama3":
         factors = llama3_rope_factors(config.rope_scaling, config.head_dim, config.rope_theta)
@@ -181,14 +190,18 @@ def _write_hparams(w: GGUFWriter, config: ModelConfig, spec: ArchSpec, file_type
 
 
 def _check_importance_options(options: ConvertOptions) -> None:
+    for flag, on in (("--gptq", options.gptq), ("--awq-scale", options.awq_scale)):
+        if on and options.calib is None:
+            raise QConvertError(f"{flag} needs a calibration set", flag, "add --calib FILE or --source ...")
     if options.imatrix is None and options.calib is None:
         if options.imatrix_out is not None:
             raise QConvertError("--imatrix-out keeps an importance matrix computed in-line", "--imatrix-out", "add --calib FILE or --source ... to compute one")
         return
-    if options.imatrix is not None and options.calib is not None:
-        raise QConvertError("both an importance matrix file and calibration options were given", "--imatrix", "give one or the other")
+    if options.imatrix is not None and options.calib is not None and not options.gptq:
+        raise QConvertError("both an importance matrix file and calibration options were given", "--imatrix", "give one or the other (or add --gptq: its block fits then use the file)")
     if not FILE_TYPES[options.file_type].quantized:
-        raise QConvertError(f"an importance matrix only steers quantization, and {options.file_type.value} is not quantized", "--type", "choose a quantized type, e.g. q4_k_m")
+        what = "GPTQ rounding" if options.gptq else "AWQ scaling" if options.awq_scale else "an importance matrix"
+        raise QConvertError(f"{what} only steers quantization, and {options.file_type.value} is not quantized", "--type", "choose a quantized type, e.g. q4_k_m")
     if options.imatrix_out is not None:
         check_output_path(options.imatrix_out, options.force)
 
@@ -200,13 +213,45 @@ def _importance(model_dir: Path, options: ConvertOptions) -> tuple[ImportanceMat
     if options.calib is None:
         return None, model_dir
     from qconvert.imatrix.compute import compute_imatrix  # here: it imports torch
-    from qconvert.layerwise.session import RunOptions, parse_compute_dtype
 
-    run = RunOptions(device=options.device, threads=options.threads, force=options.force, progress=options.progress, dtype=parse_compute_dtype(options.compute_dtype, options.device))
-    matrix = compute_imatrix(model_dir, options.calib, run)
+    matrix = compute_imatrix(model_dir, options.calib, _run_options(options))
     if options.imatrix_out is not None:
         write_imatrix(options.imatrix_out, matrix, options.force)
     return matrix, model_dir
+
+
+def _run_options(options: ConvertOptions):
+    from qconvert.layerwise.session import RunOptions, parse_compute_dtype  # here: it imports torch
+
+    return RunOptions(device=options.device, threads=options.threads, force=options.force, progress=options.progress, dtype=parse_compute_dtype(options.compute_dtype, options.device))
+
+
+def _awq_scaled(model_dir: Path, work_dir: Path, options: ConvertOptions) -> Path:
+    """The model with AWQ's scales, searched against the block grid of the file type, folded into its
+    weights (`qconvert awq --gguf-type TYPE`, without clipping: llama.cpp picks its own ranges)."""
+    from qconvert.awq.config import AWQConfig
+    from qconvert.awq.run import gguf_search_grid, quantize_awq
+
+    file_type, bits, group_size, zero_point = gguf_search_grid(model_dir, options.file_type.value)
+    config = AWQConfig(bits=bits, group_size=group_size, zero_point=zero_point, clip=False, export_compatible=True, gguf_type=file_type)
+    return quantize_awq(model_dir, work_dir / "awq-scaled", options.calib, config, _run_options(options))
+
+
+def _solve_in_blocks(model_dir: Path, out_path: Path, plan: list[TensorSource], config: ModelConfig, spec: ArchSpec, options: ConvertOptions):
+    """GPTQ inside the blocks (qconvert.blockq): the plan with the decoder layers' solved bytes, and
+    the importance matrix the block fits used."""
+    from qconvert.blockq.run import solve_model, with_solved
+    from qconvert.blockq.solve import BlockGPTQConfig
+
+    types = {t.name: t.out_type for t in plan}
+    given = read_imatrix(options.imatrix) if options.imatrix is not None else None
+    solved = solve_model(model_dir, options.calib, lambda name, shape: types[name], BlockGPTQConfig(), out_path.parent, given, _run_options(options))
+
+    def row_order(name: str, n_rows: int) -> np.ndarray | None:
+        heads = _rope_heads(name, config, spec)
+        return permute_for_rope(np.arange(n_rows), heads) if heads else None
+
+    return with_solved(plan, solved, row_order), solved
 
 
 def _warn_routing(config: ModelConfig, spec: ArchSpec) -> None:
@@ -226,6 +271,14 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions 
     model_dir, out_path = Path(model_dir), Path(out_path)
     check_output_path(out_path, options.force)
     _check_importance_options(options)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".qconvert-work-") as work:
+        source_dir = _awq_scaled(model_dir, Path(work), options) if options.awq_scale else model_dir
+        _convert(source_dir, model_dir.name, out_path, options)
+    log.info("wrote %s", out_path)
+    return out_path
+
+
+def _convert(model_dir: Path, name: str, out_path: Path, options: ConvertOptions) -> None:
     config = ModelConfig.from_dir(model_dir)
     spec = arch_spec(config.architecture, model_dir / "config.json")
     if config.rope_scaling:
@@ -233,18 +286,30 @@ def convert_hf_to_gguf(model_dir: Path, out_path: Path, options: ConvertOptions 
     _warn_routing(config, spec)
     vocab = load_gguf_vocab(model_dir, config.vocab_size, config.raw)
     ckpt = open_checkpoint(model_dir, config.raw)  # a GPTQ checkpoint is read as the dense weights it encodes
-    imatrix, where = _importance(model_dir, options)
-    plan = plan_tensors(ckpt, config, spec, options.file_type, imatrix is not None)
+    solved = None
+    if options.gptq:
+        plan = plan_tensors(ckpt, config, spec, options.file_type, has_imatrix=True)
+        plan, solved = _solve_in_blocks(model_dir, out_path, plan, config, spec, options)
+        imatrix, where = solved.importance, options.imatrix or model_dir
+        if options.imatrix_out is not None:
+            write_imatrix(options.imatrix_out, imatrix, options.force)
+    else:
+        imatrix, where = _importance(model_dir, options)
+        plan = plan_tensors(ckpt, config, spec, options.file_type, imatrix is not None)
     if imatrix is not None:
         plan = attach_importance(plan, imatrix, where)
 
     def add_metadata(w: GGUFWriter) -> None:
-        _write_hparams(w, config, spec, options.file_type, model_dir.name)
+        _write_hparams(w, config, spec, options.file_type, name)
         write_vocab(w, vocab, spec.gguf_arch)
         if imatrix is not None:
-            write_imatrix_metadata(w, imatrix, str(options.imatrix or options.imatrix_out or "computed in-line from the calibration set"))
+            source = "GPTQ Hessian diagonals" if options.gptq and options.imatrix is None else "computed in-line from the calibration set"
+            write_imatrix_metadata(w, imatrix, str(options.imatrix or options.imatrix_out or source))
 
-    with atomic_output(out_path, options.force) as tmp:
-        write_gguf(tmp, spec.gguf_arch, add_metadata, plan, options.threads or default_threads(), options.progress)
-    log.info("wrote %s (%d tensors)", out_path, len(plan))
-    return out_path
+    try:
+        with atomic_output(out_path, options.force) as tmp:
+            write_gguf(tmp, spec.gguf_arch, add_metadata, plan, options.threads or default_threads(), options.progress)
+    finally:
+        if solved is not None:
+            solved.spool.close()
+    log.info("%s: %d tensors", out_path, len(plan))

@@ -68,3 +68,49 @@ def fp32_to_fp16_bits(values: np.ndarray) -> np.ndarray:
     out = np.empty(values.shape, dtype=np.uint16)
     _native.fp32_to_fp16_into(values, out)
     return out
+
+
+# ---- codes inside blocks (native/codes.h): GPTQ rounding on the GGUF block grids ----
+
+LEGACY_PART_TYPES = frozenset({GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q5_1})
+
+
+def code_info(qtype: GGMLQuantizationType) -> tuple[int, int]:
+    """(bits, zero): a value's code is 0 .. 2^bits − 1 and it dequantizes to s·(code − zero) + o."""
+    return _native.code_info(int(qtype))
+
+
+def block_codes(blocks: np.ndarray, qtype: GGMLQuantizationType, n_per_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_rows, row_bytes) blocks → each value's code (uint8) and its block's s and o (float32), (n_rows, n_per_row) each."""
+    blocks = np.ascontiguousarray(blocks, dtype=np.uint8)
+    n_rows = blocks.shape[0] if blocks.ndim > 1 else 1
+    codes = np.empty((n_rows, n_per_row), dtype=np.uint8)
+    s = np.empty((n_rows, n_per_row), dtype=np.float32)
+    o = np.empty((n_rows, n_per_row), dtype=np.float32)
+    _native.block_codes(int(qtype), blocks, n_rows * n_per_row, codes, s, o)
+    return codes, s, o
+
+
+def set_block_codes(blocks: np.ndarray, qtype: GGMLQuantizationType, codes: np.ndarray) -> None:
+    """Write (n_rows, n_per_row) codes into the (n_rows, row_bytes) blocks in place; scales unchanged."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    _native.block_set_codes(int(qtype), blocks, codes.size, codes)
+
+
+def row_sigma2(rows: np.ndarray) -> np.ndarray:
+    """Each row's mean square, as the weighted Q4_0/Q5_0/Q4_1/Q5_1 quantizers compute it (bit for bit)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    out = np.empty(rows.shape[0], dtype=np.float32)
+    _native.row_sigma2_into(rows, rows.shape[0], rows.shape[1], out)
+    return out
+
+
+def quantize_part_weighted(rows: np.ndarray, qtype: GGMLQuantizationType, importance: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """The weighted Q4_0/Q5_0/Q4_1/Q5_1 blocks of parts of rows, row i fitted with sigma2[i], its whole
+    row's (row_sigma2): what quantize() writes for those columns of the whole rows."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    n_rows, n = rows.shape
+    _, elems, nbytes = block_info(qtype)
+    out = np.empty((n_rows, n // elems * nbytes), dtype=np.uint8)
+    _native.quantize_part_weighted(int(qtype), rows, n_rows, n, out, np.ascontiguousarray(importance, dtype=np.float32), np.ascontiguousarray(sigma2, dtype=np.float32))
+    return out

@@ -1,0 +1,156 @@
+"""`qconvert gguf --gptq`: every decoder-layer weight that the file type quantizes to a block type is
+rounded with GPTQ's error compensation inside its GGUF blocks (qconvert.blockq.solve), layer by
+layer on the layer-wise driver; the GGUF writer then takes those tensors' bytes as they are.
+
+As in `qconvert gptq`: the sub-layer groups in true-sequential order, one Hessian per group of
+linears that read the same input, and each layer's outputs recomputed with its rounded weights
+(dequantized as llama.cpp will) before they feed the next layer. The block fits are weighted by the
+Hessian's diagonal — the importance matrix of the inputs each linear actually sees — or by a given
+importance matrix. The solved bytes wait in a spool file beside the output, not in memory.
+"""
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from qconvert.blockq.solve import BlockGPTQConfig, act_order, hessian_factor, quantize_blocks
+from qconvert.calib.types import CalibInput
+from qconvert.convert.arch import DecoderBlock, layer_tensor
+from qconvert.errors import QConvertError
+from qconvert.ggml_types import GGMLQuantizationType
+from qconvert.gptq.hessian import Hessian
+from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.imatrix.file import ImatrixEntry, ImportanceMatrix
+from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
+from qconvert.layerwise.session import RunOptions, open_session
+from qconvert.quant import kernels
+
+log = logging.getLogger(__name__)
+
+
+class Spool:
+    """Solved tensors' bytes in an anonymous file in the output's folder, by GGUF name."""
+
+    def __init__(self, folder: Path):
+        self.file = tempfile.TemporaryFile(dir=folder, prefix=".qconvert-spool-")
+        self.where: dict[str, tuple[int, tuple[int, int]]] = {}  # name → (offset, (rows, row_bytes))
+
+    def add(self, name: str, data: np.ndarray) -> None:
+        self.file.seek(0, os.SEEK_END)
+        self.where[name] = (self.file.tell(), data.shape)
+        self.file.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+
+    def rows_reader(self, name: str, order: np.ndarray | None) -> Callable[[int, int], np.ndarray]:
+        """Rows [start, end) of a tensor's bytes, in `order` (llama.cpp's Q/K row order) if given."""
+        offset, (n_rows, row_bytes) = self.where[name]
+
+        def read(start: int, end: int) -> np.ndarray:
+            if order is None:
+                return self._read(offset + start * row_bytes, (end - start, row_bytes))
+            return self._read(offset, (n_rows, row_bytes))[order[start:end]]
+
+        return read
+
+    def _read(self, offset: int, shape: tuple[int, int]) -> np.ndarray:
+        data = os.pread(self.file.fileno(), shape[0] * shape[1], offset)
+        return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class SolvedModel:
+    spool: Spool
+    importance: ImportanceMatrix  # what the block fits were weighted with: Hessian diagonals, or the given matrix
+
+
+TypeOf = Callable[[str, tuple[int, int]], GGMLQuantizationType]  # GGUF name, (out, in) → its type in the file
+
+
+class BlockGPTQAlgorithm:
+    """The layer-wise driver's algorithm: Hessians from the hooks, a block solve per linear."""
+
+    propagate_original = False  # later layers see the rounded outputs of earlier ones
+
+    def __init__(self, block: DecoderBlock, ckpt: SafetensorsCheckpoint, type_of: TypeOf, config: BlockGPTQConfig, spool: Spool, given: ImportanceMatrix | None, threads: int | None):
+        self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads = block, ckpt, type_of, config, spool, given, threads
+        self.hessians: dict[Group, Hessian] = {}
+        self.entries: dict[str, ImatrixEntry] = {}
+        self.tokens = 0
+
+    def stages(self, block: DecoderBlock) -> list[list[Group]]:
+        return [list(stage) for stage in block.stages]
+
+    def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
+        if group not in self.hessians:
+            self.hessians[group] = Hessian(x.shape[-1], "cpu")
+        self.hessians[group].add(real_tokens(x, mask).to("cpu"))
+
+    def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
+        for group in stage:
+            self._solve(layer_index, layer, group)
+
+    def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
+        observed = self.hessians.pop(group)
+        hessian = observed.matrix()
+        sum2 = torch.diag(observed.upper).numpy().astype(np.float32)  # Σ x² per input column: the imatrix of these inputs
+        where = f"layer {layer_index} {'+'.join(name.rsplit('.', 1)[-1] for name in group)}"
+        perm = act_order(hessian) if self.config.act_order else None
+        hinv = hessian_factor(hessian if perm is None else hessian[perm][:, perm], self.config.damp_percent, where)
+        for name in group:
+            linear = layer.get_submodule(name)
+            gguf_name = f"blk.{layer_index}.{layer_tensor(name)[0]}"
+            self.entries[gguf_name] = ImatrixEntry(sum2[None, :], np.array([observed.tokens], dtype=np.float32))
+            qtype = self.type_of(gguf_name, tuple(linear.weight.shape))
+            if qtype not in kernels.BLOCK_TYPES:
+                continue  # stored as it is (F16/F32): the writer reads it from the checkpoint
+            importance = self.given.importance(gguf_name) if self.given is not None else self.entries[gguf_name].in_sum2[0] / np.float32(observed.tokens)
+            # the checkpoint's own weights, whatever precision the layer runs in
+            weight = torch.from_numpy(self.ckpt.load(f"{self.block.layers_path}.{layer_index}.{name}.weight")).float()
+            blocks = quantize_blocks(weight, hinv, qtype, importance, self.config, perm, self.threads)
+            self.spool.add(gguf_name, blocks)
+            linear.weight.data = torch.from_numpy(kernels.dequantize(blocks, qtype, linear.in_features)).to(linear.weight.device, linear.weight.dtype)
+
+    def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
+        pass
+
+    def importance_matrix(self, dataset: str, chunk_count: int, chunk_size: int) -> ImportanceMatrix:
+        return self.given or ImportanceMatrix(dict(sorted(self.entries.items())), [dataset], chunk_count, chunk_size)
+
+
+def solve_model(model_dir: Path, calib_input: CalibInput, type_of: TypeOf, config: BlockGPTQConfig, spool_dir: Path, given: ImportanceMatrix | None, options: RunOptions) -> SolvedModel:
+    """Run the block solve over every decoder layer of `model_dir`; the bytes go to a spool in `spool_dir`."""
+    session = open_session(model_dir, options)
+    if session.block.n_experts:
+        raise QConvertError("--gptq rounds dense decoder layers; this model has routed experts", model_dir / "config.json", "use --calib alone (the importance-matrix route) for MoE models")
+    calib = session.calibration(calib_input, "GPTQ", options.progress)
+    spool = Spool(spool_dir)
+    try:
+        algorithm = BlockGPTQAlgorithm(session.block, session.ckpt, type_of, config, spool, given, options.threads)
+        run_layerwise(model_dir, session.block, session.ckpt, calib, algorithm, DriverOptions(session.device, options.dtype, options.progress, "gptq in blocks"))
+    except BaseException:
+        spool.close()
+        raise
+    dataset = str(calib_input.file) if calib_input.file else f"qconvert calibration set: {calib.summary()}"
+    return SolvedModel(spool, algorithm.importance_matrix(dataset, calib.n_samples, calib.seqlen))
+
+
+def with_solved(plan: list, solved: SolvedModel, row_order: Callable[[str, int], np.ndarray | None]) -> list:
+    """The GGUF plan with every solved tensor's bytes read from the spool instead of encoded anew."""
+    out = []
+    for t in plan:
+        if t.name in solved.spool.where:
+            n_rows, _ = solved.spool.where[t.name][1]
+            if n_rows != t.n_rows:
+                raise AssertionError(f"{t.name}: solved {n_rows} rows, planned {t.n_rows}")
+            t = replace(t, read_encoded=solved.spool.rows_reader(t.name, row_order(t.name, n_rows)))
+        out.append(t)
+    return out
