@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.qconvert-installed
 FIXTURE := tests/fixtures/tiny-qwen2
 DEMO_DIR := build/demo
 
-.PHONY: install llama-cpp demo test fuzz bench bench-quantize bench-gptq bench-awq bench-run peers asan-test fixture clean
+.PHONY: install llama-cpp demo test fuzz bench bench-quantize bench-gptq bench-awq bench-run bench-blockq peers asan-test fixture clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ fuzz: install
 	QCONVERT_FUZZ_CASES=$(FUZZ_CASES) QCONVERT_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q tests/fuzz/test_readers.py tests/fuzz/test_cli_sample.py
 	$(PY) -m tests.fuzz.table build/fuzz
 
-bench: bench-quantize bench-gptq bench-awq bench-run
+bench: bench-quantize bench-gptq bench-awq bench-run bench-blockq
 
 # qconvert's quantizer against llama-quantize on this machine, on the bench model and a SmolLM2-shaped
 # one: median times, peak RSS and their ratios for every type, and where the time goes.
@@ -50,6 +50,11 @@ bench-quantize: install
 # local Ray instance with the same CPUs, per stage and for the whole run (Ray's overhead).
 bench-run: install
 	$(PY) scripts/bench_run.py
+
+# GGUF files rounded with GPTQ inside the blocks (and the AWQ stack) against llama.cpp's imatrix route at
+# the same types and sizes: KLD, same-top, perplexity on the fixtures; time and RSS on a SmolLM2 shape.
+bench-blockq: install
+	$(PY) scripts/bench_blockq.py
 
 # GPTQModel and llm-compressor, each in its own venv (they pin other torch/transformers versions).
 peers:

@@ -102,8 +102,8 @@ class _Builder:
         return self.add(name, "source", {"path": str(path)}, key=key or fingerprint(path))
 
 
-def _gguf_name(file_type: str, imatrix: bool, awq: bool = False) -> str:
-    return f"gguf-{file_type}" + ("-awq" if awq else "") + ("-imatrix" if imatrix else "")
+def _gguf_name(file_type: str, imatrix: bool, awq: bool = False, gptq: bool = False) -> str:
+    return f"gguf-{file_type}" + ("-awq" if awq else "") + ("-imatrix" if imatrix else "") + ("-gptq" if gptq else "")
 
 
 def build_plan(release: Release) -> list[Stage]:
@@ -143,13 +143,18 @@ def _add_model(b: _Builder, recipe: Recipe) -> None:
         b.add("eval-gguf-f16", "eval", measure, {"model": f16, "text": text})
     with_imatrix = {True: [True], False: [False], "both": [False, True]}[gguf_recipe.imatrix if gguf_recipe else False]
 
-    def add_gguf(file_type: str, source: str, imatrix: bool, awq: bool) -> None:
+    def add_gguf(file_type: str, source: str, imatrix: bool, awq: bool, gptq: bool = False) -> None:
         inputs = {"model": source}
         if imatrix:
             inputs["imatrix"] = b.add("imatrix-awq-" + file_type if awq else "imatrix", "imatrix", run, {"model": source, "calibration": calib})
-        name = _gguf_name(file_type, imatrix, awq)
+        name = _gguf_name(file_type, imatrix, awq, gptq)
         options = {"type": file_type, "ollama": ollama, "file_name": f"{recipe.name}-{name.removeprefix('gguf-')}.gguf", "threads": recipe.run.threads}
+        if gptq:  # rounded inside the blocks, on the layer-wise driver: it calibrates like the other layer-wise stages
+            inputs["calibration"] = calib
+            options |= {**run, "gptq": True}
         artefacts.append((name, b.add(name, "gguf", options, inputs), f16))
+
+    gguf_gptq = gguf_recipe is not None and gguf_recipe.gptq
 
     if gguf_recipe is not None:
         for file_type in gguf_recipe.types:
@@ -158,6 +163,8 @@ def _add_model(b: _Builder, recipe: Recipe) -> None:
             for imatrix in with_imatrix:
                 if not (imatrix and file_type.lower() in IMATRIX_BLIND):
                     add_gguf(file_type.lower(), model, imatrix, awq=False)
+            if gguf_gptq:
+                add_gguf(file_type.lower(), model, False, awq=False, gptq=True)
 
     for section in recipe.gptq:
         options = {"bits": section.bits, "group_size": section.group_size, "sym": section.sym, "desc_act": section.desc_act, "static_groups": section.static_groups, "damp": section.damp, **run}
@@ -174,6 +181,8 @@ def _add_model(b: _Builder, recipe: Recipe) -> None:
             scaled = b.add(f"awq-scaled-{file_type.lower()}", "awq", {**grid, "gguf_type": file_type.lower(), **run}, {"model": model, "calibration": calib})
             for imatrix in with_imatrix:
                 add_gguf(file_type.lower(), scaled, imatrix, awq=True)
+            if gguf_gptq:
+                add_gguf(file_type.lower(), scaled, False, awq=True, gptq=True)
 
     for name, artefact, base in artefacts:
         b.add(f"eval-{name}", "eval", measure, {"model": artefact, "text": text, "base": base})

@@ -52,6 +52,7 @@ class CalibrationSection:
 class GGUFSection:
     types: list[str] = field(default_factory=lambda: ["q4_k_m"])
     imatrix: bool | str = False  # true, false, or "both" (each type with and without)
+    gptq: bool = False  # each type also rounded with GPTQ inside its blocks (`qconvert gguf --gptq`)
     ollama: bool = False  # an Ollama Modelfile beside each GGUF
 
 
@@ -110,7 +111,7 @@ class Recipe:
 
     @property
     def needs_calibration(self) -> bool:
-        imatrix = self.gguf is not None and self.gguf.imatrix is not False
+        imatrix = self.gguf is not None and (self.gguf.imatrix is not False or self.gguf.gptq)
         return imatrix or bool(self.gptq) or self.awq is not None
 
 

@@ -91,12 +91,12 @@ def _dtype_bytes(options: dict) -> int:
 def estimate_memory(stage: Stage, by_name: dict[str, Stage], size: ModelSize) -> int:
     """Bytes of peak RSS the stage's worker is expected to reach."""
     o = stage.options
-    if stage.kind in ("gptq", "awq", "imatrix"):
+    if stage.kind in ("gptq", "awq", "imatrix") or (stage.kind == "gguf" and o.get("gptq")):
         f = _dtype_bytes(o)
         tokens = _tokens(stage, by_name)
         weights = size.layer_params * (4 + f) + size.embed_params * f
         activations = tokens * (4 * size.hidden + size.intermediate) * f
-        hessians = 4 * (3 * size.hidden**2 + size.intermediate**2) if stage.kind == "gptq" else 0
+        hessians = 4 * (3 * size.hidden**2 + size.intermediate**2) if stage.kind in ("gptq", "gguf") else 0
         return BASE_BYTES + weights + activations + hessians
     if stage.kind == "gguf":
         from qconvert.gguf_stream import SLAB_VALUES  # numpy and gguf: not for a Ray worker that only unpickles a job

@@ -7,7 +7,7 @@ this process, in a worker process, or on another machine.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,8 @@ def run_gguf(call: StageCall) -> dict:
     o = call.options
     out = call.out / o["file_name"]
     options = ConvertOptions(file_type=parse_file_type(o["type"]), progress=call.progress, threads=_threads(call), imatrix=call.inputs.get("imatrix"))
+    if o.get("gptq"):
+        options = replace(options, gptq=True, calib=_calib_input(call), device=o["device"], compute_dtype=o["compute_dtype"])
     convert_hf_to_gguf(call.inputs["model"], out, options)
     result = _artefact(call, out.name, call.inputs["model"])
     if o["ollama"]:

@@ -179,3 +179,23 @@ gptq = []
     assert "sibling/calibration" not in work and work["sibling/imatrix"].inputs["calibration"] == "tiny/calibration"
     assert "sibling/gguf-f16" in work and "stranger/calibration" in work
     assert len({s.key for s in work.values()}) == len(work)
+
+
+def test_gguf_gptq_adds_a_rounded_file_per_type(tmp_path):
+    """`gptq = true` in [gguf]: each type, and each AWQ-scaled type, also made by `gguf --gptq` from the
+    calibration set, evaluated against the f16 GGUF like the others."""
+    from qconvert.pipeline.plan import build_plan
+    from qconvert.pipeline.recipe import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(GOOD.replace('["q4_0"]', '["q4_0", "q8_0"]\ngptq = true') + '[awq]\npacked = false\ngguf_types = ["q4_k_m"]\n')
+    release = load_recipe(recipe)
+    assert release.recipes[0].needs_calibration
+    work = {s.name: s for s in build_plan(release) if s.kind != "source"}
+    rounded = sorted(n for n in work if n.endswith("-gptq") and work[n].kind == "gguf")
+    assert rounded == ["gguf-q4_0-gptq", "gguf-q4_k_m-awq-gptq", "gguf-q8_0-gptq"]
+    for name in rounded:
+        assert work[name].options["gptq"] is True and work[name].inputs["calibration"] == "calibration"
+        assert work[f"eval-{name}"].inputs["base"] == "gguf-f16"
+    assert work["gguf-q4_k_m-awq-gptq"].inputs["model"] == "awq-scaled-q4_k_m"
+    assert "gptq" not in work["gguf-q4_0"].options
