@@ -94,6 +94,7 @@ asan-test: install
 # Re-train the committed fixture model from the bundled text (minutes of CPU time).
 fixture: $(INSTALLED)
 	$(PY) scripts/make_fixture_model.py -o $(FIXTURE)
+	$(PY) scripts/make_fixture_model.py --arch llama
 
 clean:
 	rm -rf build $(VENV) *.egg-info qconvert/_native*.so

@@ -111,6 +111,55 @@ def quality_rows(name: str, model: Path, types: list[str]) -> list[dict]:
     return rows
 
 
+def layers_only_rows(name: str, model: Path, types: list[str]) -> list[dict]:
+    """The same routes with the embeddings and the output matrix kept at f16 in every file: what the
+    rounding of the decoder layers alone costs. (llama.cpp has no importance for the embeddings, so
+    both routes quantize them alike; on the small fixtures they carry much of the divergence.)"""
+    import qconvert.convert.hf_to_gguf as hf_to_gguf
+    from qconvert.calib.types import CalibInput
+    from qconvert.ggml_types import GGMLQuantizationType
+    from qconvert.quant.file_types import parse_file_type
+
+    work = WORK / name
+    text, tokens, _ = same_tokens(model, work)
+    rule = hf_to_gguf.tensor_type
+
+    def f16_outside_layers(tensor, shape, source, file_type, shape_info, has_imatrix=False):
+        if tensor in ("token_embd.weight", "output.weight"):
+            return GGMLQuantizationType.F16
+        return rule(tensor, shape, source, file_type, shape_info, has_imatrix)
+
+    rows = []
+    hf_to_gguf.tensor_type = f16_outside_layers
+    try:
+        for file_type in types:
+            for route, flags in ROUTES.items():
+                out = work / f"{file_type}-{route}-layers.gguf"
+                if route == "imatrix":
+                    subprocess.run([str(c) for c in [find_tool("llama-quantize"), "--imatrix", work / "llama-imatrix.gguf", "--token-embedding-type", "f16", "--output-tensor-type", "f16", work / "f16.gguf", out, file_type.upper(), THREADS]], check=True, capture_output=True)
+                else:
+                    options = hf_to_gguf.ConvertOptions(file_type=parse_file_type(file_type), force=True, progress=False, threads=THREADS, calib=CalibInput(file=tokens), gptq="--gptq" in flags, awq_scale="--awq-scale" in flags)
+                    hf_to_gguf.convert_hf_to_gguf(model, out, options)
+                rows.append({"model": name, "type": file_type, "route": route, **kld(out, work / "f16.kld", work / f"{file_type}-{route}-layers.kld.log")})
+                print(rows[-1], flush=True)
+    finally:
+        hf_to_gguf.tensor_type = rule
+    return rows
+
+
+def print_layers_only(rows: list[dict]) -> None:
+    print("\ndecoder layers only (embeddings and output matrix f16 in every file): mean KLD, and against the imatrix route")
+    print("| model | type | imatrix | gptq | awq | awq+gptq |")
+    print("|---|---|---|---|---|---|")
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["type"]), {})[r["route"]] = r["mean"]
+    for (model, file_type), by_route in cells.items():
+        ref = by_route["imatrix"]
+        parts = [f"{ref:.5f}"] + [f"{by_route[route]:.5f} ({100 * (by_route[route] / ref - 1):+.0f}%)" for route in list(ROUTES)[1:]]
+        print(f"| {model} | {file_type} | {' | '.join(parts)} |")
+
+
 def print_quality(rows: list[dict]) -> None:
     print(f"\ncalibration: {N_SAMPLES} × {CTX} tokens of the bundled set; KLD from the f16 GGUF on {EVAL_TEXT.name} by llama-perplexity (ctx {CTX})")
     print("| model | type | route | MiB | mean KLD | vs imatrix | median KLD | 99% KLD | same top % | PPL | time s | peak RSS MiB |")
@@ -154,12 +203,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--types", nargs="*", default=TYPES)
     parser.add_argument("--speed-layers", type=int, default=4, help="layers of the SmolLM2-shaped speed model (0: skip)")
+    parser.add_argument("--no-layers-only", action="store_true", help="skip the decoder-layers-only table")
     args = parser.parse_args()
-    rows = []
+    rows, layer_rows = [], []
     for name in args.models:
         rows += quality_rows(name, MODELS[name], args.types)
+        if not args.no_layers_only:
+            layer_rows += layers_only_rows(name, MODELS[name], args.types)
     if rows:
         print_quality(rows)
+    if layer_rows:
+        print_layers_only(layer_rows)
     if args.speed_layers:
         speed(args.speed_layers, "q4_k_m")
 
