@@ -2,6 +2,15 @@
 
 #include <math.h>
 
+/* Column i's scaled error onto the later columns r > i of the sub-block: w[r] −= hinv[i·m + r]·err. */
+static void push_error(float *w, const float *err, const float *hinv, int64_t i, int64_t m, int64_t n_out) {
+    for (int64_t r = i + 1; r < m; r++) {
+        const float h = hinv[i * m + r];
+        float *wr = w + r * n_out;
+        for (int64_t o = 0; o < n_out; o++) wr[o] -= h * err[o];
+    }
+}
+
 void qc_gptq_columns(float *w, float *err, const float *hinv, const float *inv_diag, const float *scales, const float *zeros,
                      const int32_t *grid_row, int64_t m, int64_t n_out, float maxq) {
     for (int64_t i = 0; i < m; i++) {
@@ -17,11 +26,7 @@ void qc_gptq_columns(float *w, float *err, const float *hinv, const float *inv_d
             ei[o] = (wi[o] - q) * d;
             wi[o] = q;
         }
-        for (int64_t r = i + 1; r < m; r++) {
-            const float h = hinv[i * m + r];
-            float *wr = w + r * n_out;
-            for (int64_t o = 0; o < n_out; o++) wr[o] -= h * ei[o];
-        }
+        push_error(w, ei, hinv, i, m, n_out);
     }
 }
 
@@ -44,10 +49,6 @@ void qc_gptq_block_columns(float *w, float *err, const float *hinv, const float 
             ei[r] = (wi[r] - q) * d;
             wi[r] = q;
         }
-        for (int64_t k = i + 1; k < m; k++) {
-            const float h = hinv[i * m + k];
-            float *wk = w + k * n_out;
-            for (int64_t r = 0; r < n_out; r++) wk[r] -= h * ei[r];
-        }
+        push_error(w, ei, hinv, i, m, n_out);
     }
 }

@@ -315,6 +315,25 @@ done:
 
 /* ---- gptq_columns ------------------------------------------------------------------------------ */
 
+/* The sizes of one sub-block of GPTQ's column loop: m columns of n_out values (both ≥ 0), m·n_out
+ * and m·m; 0, or -1 with the error set. */
+static int column_geometry(long long m_arg, long long n_out_arg, Py_ssize_t *m, Py_ssize_t *n_out, Py_ssize_t *rows, Py_ssize_t *mm) {
+    *m = as_ssize(m_arg, "m");
+    *n_out = as_ssize(n_out_arg, "n_out");
+    if (*m < 0 || *n_out < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "m and n_out must be >= 0");
+        return -1;
+    }
+    *rows = checked_mul(*m, *n_out);
+    *mm = checked_mul(*m, *m);
+    if (*rows < 0 || *mm < 0) {
+        PyErr_SetString(PyExc_OverflowError, "m·n_out does not fit in a Py_ssize_t");
+        return -1;
+    }
+    return 0;
+}
+
+
 static PyObject *gptq_columns(PyObject *self, PyObject *args) {
     PyObject *objs[7];
     long long m_arg, n_out_arg;
@@ -324,16 +343,8 @@ static PyObject *gptq_columns(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer v[7] = {{0}};
     PyObject *result = NULL;
-    const Py_ssize_t m = as_ssize(m_arg, "m"), n_out = as_ssize(n_out_arg, "n_out");
-    if (m < 0 || n_out < 0) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "m and n_out must be >= 0");
-        return NULL;
-    }
-    const Py_ssize_t rows = checked_mul(m, n_out), mm = checked_mul(m, m);
-    if (rows < 0 || mm < 0) {
-        PyErr_SetString(PyExc_OverflowError, "m·n_out does not fit in a Py_ssize_t");
-        return NULL;
-    }
+    Py_ssize_t m, n_out, rows, mm;
+    if (column_geometry(m_arg, n_out_arg, &m, &n_out, &rows, &mm) != 0) return NULL;
     if (get_buffer(objs[0], &v[0], 1, FMT_F32, rows, 4, "w") != 0 || get_buffer(objs[1], &v[1], 1, FMT_F32, rows, 4, "err") != 0 ||
         get_buffer(objs[2], &v[2], 0, FMT_F32, mm, 4, "hinv") != 0 || get_buffer(objs[3], &v[3], 0, FMT_F32, m, 4, "inv_diag") != 0 ||
         get_buffer(objs[4], &v[4], 0, FMT_F32, -1, 4, "scales") != 0 || get_buffer(objs[6], &v[6], 0, FMT_I32, m, 4, "grid_row") != 0)
@@ -523,17 +534,9 @@ static PyObject *gptq_block_columns(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer v[8] = {{0}};
     PyObject *result = NULL;
-    const Py_ssize_t m = as_ssize(m_arg, "m"), n_out = as_ssize(n_out_arg, "n_out");
-    if (m < 0 || n_out < 0) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "m and n_out must be >= 0");
-        return NULL;
-    }
+    Py_ssize_t m, n_out, rows, mm;
+    if (column_geometry(m_arg, n_out_arg, &m, &n_out, &rows, &mm) != 0) return NULL;
     if (max_code < 0 || max_code > 255) return PyErr_Format(PyExc_ValueError, "max_code %d is not a uint8 code", max_code);
-    const Py_ssize_t rows = checked_mul(m, n_out), mm = checked_mul(m, m);
-    if (rows < 0 || mm < 0) {
-        PyErr_SetString(PyExc_OverflowError, "m·n_out does not fit in a Py_ssize_t");
-        return NULL;
-    }
     if (get_buffer(objs[0], &v[0], 1, FMT_F32, rows, 4, "w") != 0 || get_buffer(objs[1], &v[1], 1, FMT_F32, rows, 4, "err") != 0 ||
         get_buffer(objs[2], &v[2], 0, FMT_F32, mm, 4, "hinv") != 0 || get_buffer(objs[3], &v[3], 0, FMT_F32, m, 4, "inv_diag") != 0 ||
         get_buffer(objs[4], &v[4], 0, FMT_F32, rows, 4, "s") != 0 || get_buffer(objs[5], &v[5], 0, FMT_F32, rows, 4, "o") != 0 ||

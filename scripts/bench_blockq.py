@@ -28,6 +28,9 @@ from qconvert.llama_cpp import find_tool
 
 WORK = ROOT / "build" / "bench-blockq"
 MODELS = {"tiny-qwen2": ROOT / "tests" / "fixtures" / "tiny-qwen2", "tiny-llama": ROOT / "tests" / "fixtures" / "tiny-llama"}
+# The fixture with real models' activation statistics (every input channel spread log-normally, the
+# function unchanged: tests/awq/models.py), made on demand: where AWQ's scaling has something to do.
+VARIANTS = {"tiny-qwen2-spread": "make_spread_variant"}
 TYPES = ["q2_k", "q3_k_m", "q4_0", "q4_k_m", "q5_k_m", "q6_k"]
 ROUTES = {"imatrix": (), "gptq": ("--gptq",), "awq": ("--awq-scale",), "awq+gptq": ("--awq-scale", "--gptq")}
 CTX = 256  # calibration window and evaluation chunk
@@ -156,7 +159,7 @@ def print_layers_only(rows: list[dict]) -> None:
         cells.setdefault((r["model"], r["type"]), {})[r["route"]] = r["mean"]
     for (model, file_type), by_route in cells.items():
         ref = by_route["imatrix"]
-        parts = [f"{ref:.5f}"] + [f"{by_route[route]:.5f} ({100 * (by_route[route] / ref - 1):+.0f}%)" for route in list(ROUTES)[1:]]
+        parts = [f"{ref:.2e}"] + [f"{by_route[route]:.2e} ({100 * (by_route[route] / ref - 1):+.0f}%)" for route in list(ROUTES)[1:]]
         print(f"| {model} | {file_type} | {' | '.join(parts)} |")
 
 
@@ -169,7 +172,7 @@ def print_quality(rows: list[dict]) -> None:
         ref = base[(r["model"], r["type"])]
         change = "" if r["route"] == "imatrix" else f"{100 * (r['mean'] / ref['mean'] - 1):+.0f}%"
         print(
-            f"| {r['model']} | {r['type']} | {r['route']} | {r['mib']:.2f} | {r['mean']:.4f} | {change} | {r['median']:.4f} | {r['p99']:.3f} | {r['same_top']:.1f} | {r['ppl']:.3f} | {r['seconds']:.1f} | {r['rss']:.0f} |"
+            f"| {r['model']} | {r['type']} | {r['route']} | {r['mib']:.2f} | {r['mean']:.2e} | {change} | {r['median']:.2e} | {r['p99']:.2e} | {r['same_top']:.1f} | {r['ppl']:.3f} | {r['seconds']:.1f} | {r['rss']:.0f} |"
         )
 
 
@@ -186,7 +189,8 @@ def speed(layers: int, file_type: str) -> None:
         make_llama(model, SMOLLM2.with_layers(layers))
     text, tokens, chunks = same_tokens(model, work)
     f16, imatrix = work / "f16.gguf", work / "imatrix.gguf"
-    convert_s, convert_rss = timed(qconvert("gguf", model, "--type", "f16", "-o", f16, "--force"), work / "f16.log")
+    # llama.cpp's own converter (scripts/reference_convert.py), as a user of the imatrix route runs it
+    convert_s, convert_rss = timed([sys.executable, ROOT / "scripts" / "reference_convert.py", model, "--outtype", "f16", "--outfile", f16], work / "f16.log")
     im_s, im_rss = timed([find_tool("llama-imatrix"), "-m", f16, "-f", text, "-o", imatrix, "-c", CTX, "-b", CTX, "--chunks", chunks, "-t", THREADS, "--no-ppl"], work / "imatrix.log")
     q_s, q_rss = timed([find_tool("llama-quantize"), "--imatrix", imatrix, f16, work / "ref.gguf", file_type.upper(), THREADS], work / "quantize.log")
     ours_s, ours_rss = timed(qconvert("gguf", model, "--type", file_type, "--calib", tokens, "--gptq", "-o", work / "ours.gguf", "--force", "--threads", THREADS), work / "ours.log")
@@ -194,19 +198,26 @@ def speed(layers: int, file_type: str) -> None:
     print(f"\nSmolLM2-shaped, {layers} layers, random weights, {file_type}, {chunks} × {CTX} calibration tokens, {THREADS} threads")
     print("| route | wall s | × llama.cpp | peak RSS MiB |")
     print("|---|---|---|---|")
-    print(f"| llama.cpp: convert + llama-imatrix + llama-quantize | {ref_s:.1f} ({convert_s:.1f} + {im_s:.1f} + {q_s:.1f}) | 1.0 | {max(convert_rss, im_rss, q_rss):.0f} |")
+    print(f"| llama.cpp: convert_hf_to_gguf.py + llama-imatrix + llama-quantize | {ref_s:.1f} ({convert_s:.1f} + {im_s:.1f} + {q_s:.1f}) | 1.0 | {max(convert_rss, im_rss, q_rss):.0f} |")
     print(f"| qconvert gguf --gptq | {ours_s:.1f} | {ours_s / ref_s:.2f} | {ours_rss:.0f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=[*MODELS, *VARIANTS])
     parser.add_argument("--types", nargs="*", default=TYPES)
     parser.add_argument("--speed-layers", type=int, default=4, help="layers of the SmolLM2-shaped speed model (0: skip)")
     parser.add_argument("--no-layers-only", action="store_true", help="skip the decoder-layers-only table")
     args = parser.parse_args()
     rows, layer_rows = [], []
     for name in args.models:
+        if name in VARIANTS and not (WORK / name / "hf").exists():
+            sys.path.insert(0, str(ROOT))
+            import tests.awq.models as variants
+
+            (WORK / name).mkdir(parents=True, exist_ok=True)
+            getattr(variants, VARIANTS[name])(WORK / name / "hf")
+        MODELS.setdefault(name, WORK / name / "hf")
         rows += quality_rows(name, MODELS[name], args.types)
         if not args.no_layers_only:
             layer_rows += layers_only_rows(name, MODELS[name], args.types)

@@ -26,7 +26,7 @@ from qconvert.llama_cpp import run_tool
 from qconvert.quant import kernels
 from qconvert.quant.file_types import FILE_TYPES, FileType
 from tests.arch_models import make_random_moe
-from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, assert_one_error, ppl_json, run_cli
+from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, assert_one_error, interrupt_cli, ppl_json, run_cli
 from tests.quant.gguf_compare import differences, metadata_differences, tensor_table
 
 QUANTIZED = [t for t in FileType if FILE_TYPES[t].quantized]
@@ -149,3 +149,14 @@ def test_an_existing_output_is_kept(calib_file, tmp_path):
     result = run_cli("gguf", FIXTURE, "--type", "q4_k_m", "--gptq", "--calib", calib_file, "-o", out)
     assert result.rc == 2 and len(result.stderr.strip().splitlines()) == 1 and "exists" in result.stderr, result.stderr
     assert out.read_bytes() == b"keep me" and list(tmp_path.iterdir()) == [out]
+
+
+def test_ctrl_c_leaves_nothing(calib_file, tmp_path):
+    """Interrupted in the layer loop (its work folder appears before the first layer): no output, no
+    work folder, no spool."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, stderr = interrupt_cli("gguf", FIXTURE, "--type", "q4_k_m", "--gptq", "--calib", calib_file, "-o", out / "q.gguf", ready=lambda: any(out.iterdir()), settle=2.0)
+    assert rc == 130, stderr
+    assert "interrupted" in stderr
+    assert list(out.iterdir()) == []
