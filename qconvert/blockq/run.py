@@ -84,7 +84,6 @@ class BlockGPTQAlgorithm:
         self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads = block, ckpt, type_of, config, spool, given, threads
         self.hessians: dict[Group, Hessian] = {}
         self.entries: dict[str, ImatrixEntry] = {}
-        self.tokens = 0
 
     def stages(self, block: DecoderBlock) -> list[list[Group]]:
         return [list(stage) for stage in block.stages]

@@ -197,6 +197,8 @@ def _check_importance_options(options: ConvertOptions) -> None:
         if options.imatrix_out is not None:
             raise QConvertError("--imatrix-out keeps an importance matrix computed in-line", "--imatrix-out", "add --calib FILE or --source ... to compute one")
         return
+    if options.imatrix is not None and options.awq_scale:
+        raise QConvertError("an importance matrix file is of the model as it is, and --awq-scale changes the model", "--imatrix", "leave out --imatrix: the matrix is then measured on the scaled model")
     if options.imatrix is not None and options.calib is not None and not options.gptq:
         raise QConvertError("both an importance matrix file and calibration options were given", "--imatrix", "give one or the other (or add --gptq: its block fits then use the file)")
     if not FILE_TYPES[options.file_type].quantized:
@@ -245,6 +247,8 @@ def _solve_in_blocks(model_dir: Path, out_path: Path, plan: list[TensorSource], 
 
     types = {t.name: t.out_type for t in plan}
     given = read_imatrix(options.imatrix) if options.imatrix is not None else None
+    if given is not None:
+        attach_importance(plan, given, options.imatrix)  # refuses a matrix of another model before any work
     solved = solve_model(model_dir, options.calib, lambda name, shape: types[name], BlockGPTQConfig(), out_path.parent, given, _run_options(options))
 
     def row_order(name: str, n_rows: int) -> np.ndarray | None:

@@ -73,6 +73,18 @@ def test_identity_hessian_on_a_llama_with_odd_widths(identity_hessian, llama_too
     assert metadata_differences(ours, reference) == []
 
 
+def test_a_given_importance_matrix_steers_the_block_fits(identity_hessian, llama_tools, fixture_f16, small_calib, tmp_path):
+    """--imatrix FILE with --gptq: the fits use llama-imatrix's matrix, and with nothing to compensate
+    the file is llama-quantize --imatrix's with that matrix."""
+    imatrix = tmp_path / "llama-imatrix.gguf"
+    run_tool("llama-imatrix", ["-m", str(fixture_f16), "-f", str(EVAL_TEXT), "-o", str(imatrix), "-c", "128", "-b", "128", "--chunks", "8", "-t", "2", "--no-ppl"])
+    options = ConvertOptions(file_type=FileType.Q4_K_M, calib=CalibInput(file=small_calib), imatrix=imatrix, gptq=True, progress=False, compute_dtype="float32", threads=2)
+    convert_hf_to_gguf(FIXTURE, tmp_path / "ours.gguf", options)
+    reference = llama_quantize(fixture_f16, tmp_path / "reference.gguf", FileType.Q4_K_M, imatrix)
+    assert differences(tmp_path / "ours.gguf", reference) == []
+    assert metadata_differences(tmp_path / "ours.gguf", reference) == []
+
+
 @pytest.mark.parametrize("file_type", QUANTIZED, ids=[t.value for t in QUANTIZED])
 def test_uniform_weights_give_llama_quantizes_tensors(llama_tools, fixture_f16, tmp_path, file_type):
     reference = tensor_table(llama_quantize(fixture_f16, tmp_path / "reference.gguf", file_type))
@@ -128,6 +140,11 @@ def test_gptq_needs_a_calibration_set(tmp_path):
 def test_awq_scale_needs_a_calibration_set(tmp_path):
     result = run_cli("gguf", FIXTURE, "--type", "q4_k_m", "--awq-scale", "-o", tmp_path / "out.gguf")
     assert_one_error(result, "--awq-scale needs a calibration set", tmp_path)
+
+
+def test_an_imatrix_file_does_not_fit_a_scaled_model(calib_file, tmp_path):
+    result = run_cli("gguf", FIXTURE, "--type", "q4_k_m", "--gptq", "--awq-scale", "--calib", calib_file, "--imatrix", calib_file, "-o", tmp_path / "out.gguf")
+    assert_one_error(result, "--awq-scale changes the model", tmp_path)
 
 
 def test_gptq_needs_a_quantized_type(calib_file, tmp_path):
