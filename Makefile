@@ -29,7 +29,7 @@ demo: install
 	$(VENV)/bin/qconvert run recipes/tiny-qwen2.toml -o $(DEMO_DIR)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 # The readers' fuzz corpus at thousands of cases per input kind (the suite runs 300), with a CLI
 # sample, then the README's table; another corpus with FUZZ_SEED=1, 2, ...

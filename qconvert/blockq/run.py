@@ -6,7 +6,8 @@ As in `qconvert gptq`: the sub-layer groups in true-sequential order, one Hessia
 linears that read the same input, and each layer's outputs recomputed with its rounded weights
 (dequantized as llama.cpp will) before they feed the next layer. The block fits are weighted by the
 Hessian's diagonal — the importance matrix of the inputs each linear actually sees — or by a given
-importance matrix. The solved bytes wait in a spool file beside the output, not in memory.
+importance matrix. A routed expert is solved on the tokens routed to it and becomes one matrix of
+its layer's stacked tensor. The solved bytes wait in a spool file beside the output, not in memory.
 """
 
 import logging
@@ -23,7 +24,6 @@ from torch import nn
 from qconvert.blockq.solve import BlockGPTQConfig, act_order, hessian_factor, quantize_blocks
 from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DecoderBlock, layer_tensor
-from qconvert.errors import QConvertError
 from qconvert.ggml_types import GGMLQuantizationType
 from qconvert.gptq.hessian import Hessian
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
@@ -58,6 +58,19 @@ class Spool:
 
         return read
 
+    def stacked_reader(self, parts: list[str]) -> Callable[[int, int], np.ndarray]:
+        """Rows [start, end) of equally tall matrices stacked in order (a layer's routed experts)."""
+        rows = self.where[parts[0]][1][0]
+
+        def read(start: int, end: int) -> np.ndarray:
+            pieces = []
+            for e in range(start // rows, (end - 1) // rows + 1):
+                lo, hi = max(start - e * rows, 0), min(end - e * rows, rows)
+                pieces.append(self.rows_reader(parts[e], None)(lo, hi))
+            return np.concatenate(pieces)
+
+        return read
+
     def _read(self, offset: int, shape: tuple[int, int]) -> np.ndarray:
         data = os.pread(self.file.fileno(), shape[0] * shape[1], offset)
         return np.frombuffer(data, dtype=np.uint8).reshape(shape)
@@ -83,7 +96,9 @@ class BlockGPTQAlgorithm:
     def __init__(self, block: DecoderBlock, ckpt: SafetensorsCheckpoint, type_of: TypeOf, config: BlockGPTQConfig, spool: Spool, given: ImportanceMatrix | None, threads: int | None):
         self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads = block, ckpt, type_of, config, spool, given, threads
         self.hessians: dict[Group, Hessian] = {}
-        self.entries: dict[str, ImatrixEntry] = {}
+        # Σ x² per input column and tokens, by (GGUF tensor, matrix): a routed expert is one matrix of its layer's stack
+        self.sums: dict[tuple[str, int], np.ndarray] = {}
+        self.counts: dict[tuple[str, int], int] = {}
 
     def stages(self, block: DecoderBlock) -> list[list[Group]]:
         return [list(stage) for stage in block.stages]
@@ -98,38 +113,51 @@ class BlockGPTQAlgorithm:
             self._solve(layer_index, layer, group)
 
     def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
-        observed = self.hessians.pop(group)
-        hessian = observed.matrix()
-        sum2 = torch.diag(observed.upper).numpy().astype(np.float32)  # Σ x² per input column: the imatrix of these inputs
+        observed = self.hessians.pop(group, None)
+        n_in = layer.get_submodule(group[0]).in_features
         where = f"layer {layer_index} {'+'.join(name.rsplit('.', 1)[-1] for name in group)}"
+        if observed is None or not observed.tokens:
+            # a routed expert no calibration token reached: nothing to compensate, and (as llama-quantize
+            # does for a matrix its imatrix counted no tokens for) uniform importance
+            hessian, sum2, tokens = torch.eye(n_in), np.zeros(n_in, dtype=np.float32), 0
+        else:
+            hessian, sum2, tokens = observed.matrix(), torch.diag(observed.upper).numpy().astype(np.float32), observed.tokens
         perm = act_order(hessian) if self.config.act_order else None
         hinv = hessian_factor(hessian if perm is None else hessian[perm][:, perm], self.config.damp_percent, where)
         for name in group:
             linear = layer.get_submodule(name)
-            gguf_name = f"blk.{layer_index}.{layer_tensor(name)[0]}"
-            self.entries[gguf_name] = ImatrixEntry(sum2[None, :], np.array([observed.tokens], dtype=np.float32))
+            tensor, expert = layer_tensor(name)
+            gguf_name, row = f"blk.{layer_index}.{tensor}", expert or 0
+            self.sums[(gguf_name, row)], self.counts[(gguf_name, row)] = sum2, tokens
             qtype = self.type_of(gguf_name, tuple(linear.weight.shape))
             if qtype not in kernels.BLOCK_TYPES:
                 continue  # stored as it is (F16/F32): the writer reads it from the checkpoint
-            importance = self.given.importance(gguf_name) if self.given is not None else self.entries[gguf_name].in_sum2[0] / np.float32(observed.tokens)
+            if self.given is not None:
+                importance = self.given.importance(gguf_name)[row * n_in : (row + 1) * n_in]
+            else:
+                importance = sum2 / np.float32(tokens) if tokens else np.ones(n_in, dtype=np.float32)
             # the checkpoint's own weights, whatever precision the layer runs in
             weight = torch.from_numpy(self.ckpt.load(f"{self.block.layers_path}.{layer_index}.{name}.weight")).float()
             blocks = quantize_blocks(weight, hinv, qtype, importance, self.config, perm, self.threads)
-            self.spool.add(gguf_name, blocks)
+            self.spool.add(gguf_name if expert is None else f"{gguf_name}#{expert}", blocks)
             linear.weight.data = torch.from_numpy(kernels.dequantize(blocks, qtype, linear.in_features)).to(linear.weight.device, linear.weight.dtype)
 
     def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
         pass
 
     def importance_matrix(self, dataset: str, chunk_count: int, chunk_size: int) -> ImportanceMatrix:
-        return self.given or ImportanceMatrix(dict(sorted(self.entries.items())), [dataset], chunk_count, chunk_size)
+        if self.given is not None:
+            return self.given
+        entries = {}
+        for name in sorted({name for name, _ in self.sums}):
+            rows = range(1 + max(row for n, row in self.sums if n == name))
+            entries[name] = ImatrixEntry(np.stack([self.sums[(name, r)] for r in rows]), np.array([self.counts[(name, r)] for r in rows], dtype=np.float32))
+        return ImportanceMatrix(entries, [dataset], chunk_count, chunk_size)
 
 
 def solve_model(model_dir: Path, calib_input: CalibInput, type_of: TypeOf, config: BlockGPTQConfig, spool_dir: Path, given: ImportanceMatrix | None, options: RunOptions) -> SolvedModel:
     """Run the block solve over every decoder layer of `model_dir`; the bytes go to a spool in `spool_dir`."""
     session = open_session(model_dir, options)
-    if session.block.n_experts:
-        raise QConvertError("--gptq rounds dense decoder layers; this model has routed experts", model_dir / "config.json", "use --calib alone (the importance-matrix route) for MoE models")
     calib = session.calibration(calib_input, "GPTQ", options.progress)
     spool = Spool(spool_dir)
     try:
@@ -145,11 +173,17 @@ def solve_model(model_dir: Path, calib_input: CalibInput, type_of: TypeOf, confi
 def with_solved(plan: list, solved: SolvedModel, row_order: Callable[[str, int], np.ndarray | None]) -> list:
     """The GGUF plan with every solved tensor's bytes read from the spool instead of encoded anew."""
     out = []
+    where = solved.spool.where
     for t in plan:
-        if t.name in solved.spool.where:
-            n_rows, _ = solved.spool.where[t.name][1]
-            if n_rows != t.n_rows:
-                raise AssertionError(f"{t.name}: solved {n_rows} rows, planned {t.n_rows}")
-            t = replace(t, read_encoded=solved.spool.rows_reader(t.name, row_order(t.name, n_rows)))
+        if t.name in where:
+            t = replace(t, read_encoded=solved.spool.rows_reader(t.name, row_order(t.name, t.n_rows)))
+        elif f"{t.name}#0" in where:  # a layer's routed experts, each solved on its own
+            t = replace(t, read_encoded=solved.spool.stacked_reader([f"{t.name}#{e}" for e in range(t.n_mat)]))
+        else:
+            out.append(t)
+            continue
+        solved_rows = sum(rows for key, ((_, (rows, _))) in where.items() if key == t.name or key.startswith(f"{t.name}#"))
+        if solved_rows != t.n_rows:
+            raise AssertionError(f"{t.name}: solved {solved_rows} rows, planned {t.n_rows}")
         out.append(t)
     return out

@@ -3,7 +3,8 @@
 Exactness: with the Hessian made the identity (nothing to compensate), the whole file — every
 tensor's bytes and the metadata — is what llama-quantize --imatrix writes from the f16 GGUF with the
 importance matrix the run used (`--imatrix-out`), for every file type, on the trained fixture and
-on a random Llama whose odd widths force the fallbacks and whose Q/K rows llama.cpp reorders; and
+on a random Llama whose odd widths force the fallbacks and whose Q/K rows llama.cpp reorders, and
+on random Qwen2-MoE and Qwen3-MoE models (an expert no token reached included); and
 with uniform weights the solve gives llama-quantize's bytes without an imatrix, tensor by tensor.
 
 The real run: the same tensor names, types and sizes as llama-quantize --imatrix with the same
@@ -22,11 +23,13 @@ from qconvert.blockq.solve import BlockGPTQConfig, hessian_factor, quantize_bloc
 from qconvert.calib.types import CalibInput
 from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
 from qconvert.gptq.hessian import Hessian
+from qconvert.imatrix.file import read_imatrix
+from qconvert.layerwise.experts import UnfusedExperts
 from qconvert.llama_cpp import run_tool
 from qconvert.quant import kernels
 from qconvert.quant.file_types import FILE_TYPES, FileType
 from tests.arch_models import make_random_moe
-from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, assert_one_error, interrupt_cli, ppl_json, run_cli
+from tests.conftest import EVAL_TEXT, FIXTURE, PPL_CHUNKS, assert_one_error, convert, interrupt_cli, ppl_json, run_cli
 from tests.quant.gguf_compare import differences, metadata_differences, tensor_table
 
 QUANTIZED = [t for t in FileType if FILE_TYPES[t].quantized]
@@ -152,12 +155,29 @@ def test_gptq_needs_a_quantized_type(calib_file, tmp_path):
     assert_one_error(result, "GPTQ rounding only steers quantization", tmp_path)
 
 
-def test_moe_models_are_refused_before_any_output(calib_file, tmp_path):
-    model = make_random_moe("qwen2moe", tmp_path / "hf")
-    out = tmp_path / "out"
-    out.mkdir()
-    result = run_cli("gguf", model, "--type", "q4_k_m", "--gptq", "--calib", calib_file, "-o", out / "moe.gguf")
-    assert_one_error(result, "--gptq rounds dense decoder layers", out)  # no output, no spool or work folder left
+@pytest.fixture(scope="module", params=["qwen2moe", "qwen3moe"])
+def moe(request, tmp_path_factory) -> tuple[Path, Path]:
+    """A random MoE checkpoint (4 experts, top 2; Qwen2-MoE with its shared expert) and its f16 GGUF."""
+    d = tmp_path_factory.mktemp(request.param)
+    model = make_random_moe(request.param, d / "hf")
+    return model, convert(model, d / "f16.gguf")
+
+
+@pytest.mark.parametrize("routing", ["every expert", "expert 3 unreached"])
+def test_identity_hessian_on_moe_models(identity_hessian, llama_tools, moe, small_calib, tmp_path, monkeypatch, routing):
+    """Each routed expert solved on its own tokens and stacked as llama.cpp's ffn_*_exps tensors, with
+    its own row of the importance matrix; an expert no token reached gets llama-quantize's uniform
+    importance for a matrix its imatrix counted nothing for."""
+    if routing != "every expert":
+        forward = UnfusedExperts.forward
+        monkeypatch.setattr(UnfusedExperts, "forward", lambda self, h, index, weights: forward(self, h, index.masked_fill(index == 3, len(self)), weights))
+    model, f16 = moe
+    ours = gptq_gguf(model, tmp_path / "ours.gguf", FileType.Q4_K_M, small_calib, tmp_path / "imatrix.gguf")
+    counts = read_imatrix(tmp_path / "imatrix.gguf").entries["blk.0.ffn_down_exps.weight"].counts
+    assert (counts[3] == 0) == (routing != "every expert") and counts[:3].all()
+    reference = llama_quantize(f16, tmp_path / "reference.gguf", FileType.Q4_K_M, tmp_path / "imatrix.gguf")
+    assert differences(ours, reference) == []
+    assert metadata_differences(ours, reference) == []
 
 
 def test_an_existing_output_is_kept(calib_file, tmp_path):
