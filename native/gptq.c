@@ -42,7 +42,7 @@ void qc_gptq_block_columns(float *w, float *err, const float *hinv, const float 
             /* a weight the block was fitted on keeps the fit's code; a moved one takes the nearest level */
             if (wi[r] != fi[r] && si[r] != 0.0f) {
                 const float l = nearbyintf((wi[r] - oi[r]) / si[r]) + (float)zero;
-                c = l < 0.0f ? 0 : (l > (float)max_code ? max_code : (int)l);
+                c = !(l >= 0.0f) ? 0 : (l > (float)max_code ? max_code : (int)l); /* NaN (a non-finite input) → 0 */
                 ci[r] = (uint8_t)c;
             }
             const float q = si[r] * (float)(c - zero) + oi[r];

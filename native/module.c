@@ -491,6 +491,25 @@ static PyObject *quantize_part_weighted(PyObject *self, PyObject *args) {
         goto done;
     const float *src = (const float *)v[0].buf, *imp = (const float *)v[2].buf, *sigma2 = (const float *)v[3].buf;
     uint8_t *dst = (uint8_t *)v[1].buf;
+    /* the quantizers take finite values only (quants.h) */
+    for (Py_ssize_t i = 0; i < values; i++) {
+        if (!isfinite(src[i])) {
+            PyErr_Format(PyExc_FloatingPointError, "source value %zd is not finite", i);
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!isfinite(imp[i])) {
+            PyErr_Format(PyExc_ValueError, "importance weight at column %zd is not finite", i);
+            goto done;
+        }
+    }
+    for (Py_ssize_t r = 0; r < n_rows; r++) {
+        if (!isfinite(sigma2[r])) {
+            PyErr_Format(PyExc_ValueError, "sigma2 of row %zd is not finite", r);
+            goto done;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS for (Py_ssize_t r = 0; r < n_rows; r++) qc_quantize_part_weighted(type, src + r * n, dst + r * row_bytes, n, imp, sigma2[r]);
     Py_END_ALLOW_THREADS result = Py_NewRef(Py_None);
 done:

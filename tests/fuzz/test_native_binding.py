@@ -1,5 +1,7 @@
 """The C binding fuzzed: seeded random arguments straight into qconvert._native's quantize_into,
-dequantize_into and block_info — block type ids valid and not, buffers of every dtype, length,
+dequantize_into and block_info, and the block-code functions of GPTQ inside the blocks
+(block_codes, block_set_codes, quantize_part_weighted, row_sigma2_into, gptq_block_columns) —
+block type ids valid and not, buffers of every dtype, length,
 contiguity, alignment and writability (numpy arrays, bytes, bytearray, memoryviews, other objects),
 row counts and lengths from 0 to 2^64, thread counts from -2^31 to 2^31-1, importance weights of
 any length with NaN and Inf, random block bytes to dequantize.
@@ -181,6 +183,65 @@ class Fuzzer:
             return
         assert isinstance(name, str) and elems > 0 and nbytes > 0
 
+    def codes(self, log) -> None:
+        t = self.type_id()
+        elems, block_bytes = self._block(t)
+        n = elems * self.rng.randint(0, 3)
+        blocks, _ = self.buffer(n // elems * block_bytes, np.uint8)
+        if isinstance(blocks, np.ndarray) and blocks.dtype == np.uint8 and blocks.ndim == 1 and blocks.flags.writeable:
+            blocks[:] = self.np_rng.integers(0, 256, blocks.size, dtype=np.uint8)
+        if self.rng.random() < 0.5:
+            outs = [self.buffer(n, dt, writable=True) for dt in (np.uint8, np.float32, np.float32)]
+            args = [t, blocks, self.count(n), *(o for o, _ in outs)]
+            log(f"block_codes{_shown(args)}")
+            self._call(self.native.block_codes, args, None)
+            for _, guard in outs:
+                self._check_guard("block_codes", guard)
+        else:
+            codes, _ = self.buffer(n, np.uint8)
+            if isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and codes.ndim == 1 and codes.flags.writeable:
+                codes[:] = self.np_rng.integers(0, self.rng.choice((4, 8, 16, 32, 64, 256)), codes.size, dtype=np.uint8)
+            target, guard = self.buffer(n // elems * block_bytes, np.uint8, writable=True)
+            args = [t, target, self.count(n), codes]
+            log(f"block_set_codes{_shown(args)}")
+            self._call(self.native.block_set_codes, args, guard)
+
+    def part(self, log) -> None:
+        t = self.rng.choice((2, 3, 6, 7)) if self.rng.random() < 0.8 else self.type_id()
+        elems, block_bytes = self._block(t)
+        rows, n = self.rng.randint(0, 3), elems * self.rng.randint(1, 3)
+        src, _ = self.buffer(rows * n, np.float32)
+        if self.rng.random() < 0.3:
+            out, guard = self.buffer(rows, np.float32, writable=True)
+            args = [src, self.count(rows), self.count(n), out]
+            log(f"row_sigma2_into{_shown(args)}")
+            self._call(self.native.row_sigma2_into, args, guard)
+            return
+        dst, guard = self.buffer(rows * (n // elems) * block_bytes, np.uint8, writable=True)
+        imp, _ = self.buffer(n, np.float32)
+        sigma2, _ = self.buffer(rows, np.float32)
+        args = [t, src, self.count(rows), self.count(n), dst, imp, sigma2]
+        log(f"quantize_part_weighted{_shown(args)}")
+        self._call(self.native.quantize_part_weighted, args, guard)
+
+    def columns(self, log) -> None:
+        m, n_out = self.rng.randint(0, 5), self.rng.randint(0, 9)
+        w, w_guard = self.buffer(m * n_out, np.float32, writable=True)
+        err, err_guard = self.buffer(m * n_out, np.float32, writable=True)
+        codes, codes_guard = self.buffer(m * n_out, np.uint8, writable=True)
+        inputs = [self.buffer(k, np.float32)[0] for k in (m * m, m, m * n_out, m * n_out, m * n_out)]  # hinv, inv_diag, s, o, fit_w
+        zero, max_code = self.rng.choice((0, 4, 8, 16, 32, 128, -1, 2**31 - 1)), self.rng.choice((3, 7, 15, 31, 63, 255, 256, -1, 2**31 - 1))
+        args = [w, err, inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], codes, self.count(m), self.count(n_out), zero, max_code]
+        log(f"gptq_block_columns{_shown(args)}")
+        self._call(self.native.gptq_block_columns, args, w_guard)
+        self._check_guard("gptq_block_columns", err_guard)
+        self._check_guard("gptq_block_columns", codes_guard)
+
+    def _check_guard(self, name: str, guard) -> None:
+        if guard is not None:
+            raw, before, start, n_bytes = guard
+            assert _guards_intact(raw, before, start, n_bytes), f"{name} wrote outside its destination"
+
     def _call(self, fn, args, guard) -> bool:
         """Whether the call succeeded; an expected exception is False, anything else fails."""
         try:
@@ -197,9 +258,9 @@ class Fuzzer:
         return ok
 
     def run(self, n: int, log) -> dict:
-        outcomes = {"quantize_into": 0, "dequantize_into": 0, "block_info": 0}
+        outcomes = {"quantize_into": 0, "dequantize_into": 0, "block_info": 0, "codes": 0, "part": 0, "columns": 0}
         for _ in range(n):
-            op = self.rng.choice(("quantize", "quantize", "quantize", "dequantize", "dequantize", "block_info"))
+            op = self.rng.choice(("quantize", "quantize", "quantize", "dequantize", "dequantize", "block_info", "codes", "part", "columns"))
             getattr(self, op)(log)
             outcomes[{"quantize": "quantize_into", "dequantize": "dequantize_into"}.get(op, op)] += 1
         return {**outcomes, "succeeded": self.succeeded}
