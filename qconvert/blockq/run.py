@@ -93,8 +93,8 @@ class BlockGPTQAlgorithm:
 
     propagate_original = False  # later layers see the rounded outputs of earlier ones
 
-    def __init__(self, block: DecoderBlock, ckpt: SafetensorsCheckpoint, type_of: TypeOf, config: BlockGPTQConfig, spool: Spool, given: ImportanceMatrix | None, threads: int | None):
-        self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads = block, ckpt, type_of, config, spool, given, threads
+    def __init__(self, block: DecoderBlock, ckpt: SafetensorsCheckpoint, type_of: TypeOf, config: BlockGPTQConfig, spool: Spool, given: ImportanceMatrix | None, threads: int | None, device: torch.device):
+        self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads, self.device = block, ckpt, type_of, config, spool, given, threads, device
         self.hessians: dict[Group, Hessian] = {}
         # Σ x² per input column and tokens, by (GGUF tensor, matrix): a routed expert is one matrix of its layer's stack
         self.sums: dict[tuple[str, int], np.ndarray] = {}
@@ -105,8 +105,8 @@ class BlockGPTQAlgorithm:
 
     def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
         if group not in self.hessians:
-            self.hessians[group] = Hessian(x.shape[-1], "cpu")
-        self.hessians[group].add(real_tokens(x, mask).to("cpu"))
+            self.hessians[group] = Hessian(x.shape[-1], self.device)  # accumulated where the layer runs
+        self.hessians[group].add(real_tokens(x, mask))
 
     def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
         for group in stage:
@@ -121,7 +121,8 @@ class BlockGPTQAlgorithm:
             # does for a matrix its imatrix counted no tokens for) uniform importance
             hessian, sum2, tokens = torch.eye(n_in), np.zeros(n_in, dtype=np.float32), 0
         else:
-            hessian, sum2, tokens = observed.matrix(), torch.diag(observed.upper).numpy().astype(np.float32), observed.tokens
+            # the solve's kernels are C on the CPU: the Hessian comes over once per group
+            hessian, sum2, tokens = observed.matrix().cpu(), torch.diag(observed.upper).cpu().numpy().astype(np.float32), observed.tokens
         perm = act_order(hessian) if self.config.act_order else None
         hinv = hessian_factor(hessian if perm is None else hessian[perm][:, perm], self.config.damp_percent, where)
         for name in group:
@@ -161,7 +162,7 @@ def solve_model(model_dir: Path, calib_input: CalibInput, type_of: TypeOf, confi
     calib = session.calibration(calib_input, "GPTQ", options.progress)
     spool = Spool(spool_dir)
     try:
-        algorithm = BlockGPTQAlgorithm(session.block, session.ckpt, type_of, config, spool, given, options.threads)
+        algorithm = BlockGPTQAlgorithm(session.block, session.ckpt, type_of, config, spool, given, options.threads, session.device)
         run_layerwise(model_dir, session.block, session.ckpt, calib, algorithm, DriverOptions(session.device, options.dtype, options.progress, "gptq in blocks"))
     except BaseException:
         spool.close()
