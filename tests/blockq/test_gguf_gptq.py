@@ -122,17 +122,34 @@ def test_the_file_has_llama_quantizes_tensors_only_rounded_otherwise(q4_k_m_pair
     assert {p.split(" ")[0] for p in problems} == rounded  # every decoder-layer weight rounded anew, nothing else changed
 
 
-@pytest.mark.parametrize("file_type", [FileType.Q4_0, FileType.Q3_K_M, FileType.Q4_K_M], ids=lambda t: t.value)
-def test_error_compensation_brings_the_file_closer_to_f16(llama_tools, fixture_f16, calib_file, tmp_path, file_type):
-    """Against llama-quantize with the same importance matrix: only the rounding differs. Measured
-    −13%, −21%, −16% in mean KL divergence; on this model the embeddings, which neither route can
-    weight (llama.cpp has no imatrix for them), carry most of what is left."""
-    ours = gptq_gguf(FIXTURE, tmp_path / "ours.gguf", file_type, calib_file, tmp_path / "imatrix.gguf")
-    reference = llama_quantize(fixture_f16, tmp_path / "reference.gguf", file_type, tmp_path / "imatrix.gguf")
+TINY_LLAMA = FIXTURE.parent / "tiny-llama"
+
+
+@pytest.fixture(scope="module")
+def trained(fixture_f16, calib_file, tmp_path_factory) -> dict[str, tuple[Path, Path, Path]]:
+    """The two trained fixtures: model folder, f16 GGUF, a calibration file of its tokenizer."""
+    d = tmp_path_factory.mktemp("tiny-llama")
+    llama_calib = d / "calib.safetensors"
+    assert run_cli("calib", TINY_LLAMA, "-o", llama_calib, "--n-samples", "64", "--seqlen", "256").rc == 0
+    return {"tiny-qwen2": (FIXTURE, fixture_f16, calib_file), "tiny-llama": (TINY_LLAMA, convert(TINY_LLAMA, d / "f16.gguf"), llama_calib)}
+
+
+@pytest.mark.parametrize(("model", "file_type", "most"), [
+    ("tiny-qwen2", FileType.Q4_0, 0.93), ("tiny-qwen2", FileType.Q3_K_M, 0.93), ("tiny-qwen2", FileType.Q4_K_M, 0.93),
+    ("tiny-llama", FileType.Q4_0, 0.6), ("tiny-llama", FileType.Q4_K_M, 0.8),
+], ids=lambda v: v.value if isinstance(v, FileType) else str(v))
+def test_error_compensation_brings_the_file_closer_to_f16(llama_tools, trained, tmp_path, model, file_type, most):
+    """Against llama-quantize with the same importance matrix: only the rounding differs. Against
+    llama-imatrix's matrix `make bench-blockq` measured, in mean KL divergence, tiny-qwen2 −13%, −21%,
+    −16% (its embeddings, which neither route can weight, carry most of what is left) and tiny-llama
+    (Q/K rows in llama.cpp's RoPE order, most rows on Q5_0) −71%, −47%."""
+    model_dir, f16, calib = trained[model]
+    ours = gptq_gguf(model_dir, tmp_path / "ours.gguf", file_type, calib, tmp_path / "imatrix.gguf")
+    reference = llama_quantize(f16, tmp_path / "reference.gguf", file_type, tmp_path / "imatrix.gguf")
     kld = {}
     for name, path in (("ours", ours), ("reference", reference)):
-        kld[name] = ppl_json(path, "--text", EVAL_TEXT, "--ctx", 256, "--chunks", PPL_CHUNKS, "--kld-base", fixture_f16)["kld_mean"]
-    assert kld["ours"] < 0.93 * kld["reference"], kld
+        kld[name] = ppl_json(path, "--text", EVAL_TEXT, "--ctx", 256, "--chunks", PPL_CHUNKS, "--kld-base", f16)["kld_mean"]
+    assert kld["ours"] < most * kld["reference"], kld
 
 
 def test_gptq_needs_a_calibration_set(tmp_path):
