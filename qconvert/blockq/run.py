@@ -13,7 +13,7 @@ its layer's stacked tensor. The solved bytes wait in a spool file beside the out
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,10 +25,10 @@ from qconvert.blockq.solve import BlockGPTQConfig, act_order, hessian_factor, qu
 from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DecoderBlock, layer_tensor
 from qconvert.ggml_types import GGMLQuantizationType
-from qconvert.gptq.hessian import Hessian
+from qconvert.gptq.hessian import HessianGroups
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.imatrix.file import ImatrixEntry, ImportanceMatrix
-from qconvert.layerwise.driver import DriverOptions, Group, LayerCalls, real_tokens, run_layerwise
+from qconvert.layerwise.driver import DriverOptions, Group, run_layerwise
 from qconvert.layerwise.session import RunOptions, open_session
 from qconvert.quant import kernels
 
@@ -88,29 +88,19 @@ class SolvedModel:
 TypeOf = Callable[[str, tuple[int, int]], GGMLQuantizationType]  # GGUF name, (out, in) → its type in the file
 
 
-class BlockGPTQAlgorithm:
-    """The layer-wise driver's algorithm: Hessians from the hooks, a block solve per linear."""
-
-    propagate_original = False  # later layers see the rounded outputs of earlier ones
+class BlockGPTQAlgorithm(HessianGroups):
+    """The layer-wise driver's algorithm: Hessians from the hooks (accumulated where the layer runs),
+    a block solve per linear."""
 
     def __init__(self, block: DecoderBlock, ckpt: SafetensorsCheckpoint, type_of: TypeOf, config: BlockGPTQConfig, spool: Spool, given: ImportanceMatrix | None, threads: int | None, device: torch.device):
-        self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads, self.device = block, ckpt, type_of, config, spool, given, threads, device
-        self.hessians: dict[Group, Hessian] = {}
+        super().__init__(device)
+        self.block, self.ckpt, self.type_of, self.config, self.spool, self.given, self.threads = block, ckpt, type_of, config, spool, given, threads
         # Σ x² per input column and tokens, by (GGUF tensor, matrix): a routed expert is one matrix of its layer's stack
         self.sums: dict[tuple[str, int], np.ndarray] = {}
         self.counts: dict[tuple[str, int], int] = {}
 
     def stages(self, block: DecoderBlock) -> list[list[Group]]:
         return [list(stage) for stage in block.stages]
-
-    def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
-        if group not in self.hessians:
-            self.hessians[group] = Hessian(x.shape[-1], self.device)  # accumulated where the layer runs
-        self.hessians[group].add(real_tokens(x, mask))
-
-    def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
-        for group in stage:
-            self._solve(layer_index, layer, group)
 
     def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
         observed = self.hessians.pop(group, None)

@@ -1,6 +1,13 @@
-"""The Hessian of GPTQ's layer-wise objective, H = 2·XᵀX / n, accumulated from a linear's inputs."""
+"""The Hessian of GPTQ's layer-wise objective, H = 2·XᵀX / n, accumulated from a linear's inputs;
+and the part of a layer-wise algorithm that every GPTQ-style solve shares (one Hessian per input
+group, solved group by group)."""
+
+from collections.abc import Sequence
 
 import torch
+from torch import nn
+
+from qconvert.layerwise.driver import Group, LayerCalls, real_tokens
 
 PANELS = 8  # XᵀX is symmetric: only the upper triangle is formed, in row panels (~56% of the products)
 MIN_PANEL = 128
@@ -31,3 +38,26 @@ class Hessian:
     def matrix(self) -> torch.Tensor:
         full = self.upper.triu() + self.upper.triu(1).t()
         return full * (2.0 / max(self.tokens, 1))
+
+
+class HessianGroups:
+    """Layer-wise driver hooks for a solve that needs each input group's Hessian: `observe` accumulates
+    it on `self.device`, `process` hands the stage's groups to `_solve` one by one (which pops it)."""
+
+    propagate_original = False  # later layers see the rounded outputs of earlier ones
+
+    def __init__(self, device: torch.device | str):
+        self.device = device
+        self.hessians: dict[Group, Hessian] = {}
+
+    def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
+        if group not in self.hessians:
+            self.hessians[group] = Hessian(x.shape[-1], self.device)
+        self.hessians[group].add(real_tokens(x, mask))
+
+    def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
+        for group in stage:
+            self._solve(layer_index, layer, group)
+
+    def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
+        raise NotImplementedError

@@ -6,7 +6,6 @@ that read the same input (q/k/v, up/gate) are solved together on their stacked r
 """
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,12 +16,12 @@ from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DecoderBlock
 from qconvert.errors import QConvertError
 from qconvert.gptq.config import GPTQConfig
-from qconvert.gptq.hessian import Hessian
+from qconvert.gptq.hessian import HessianGroups
 from qconvert.gptq.packing import PACK, pack_linear
 from qconvert.gptq.solve import gptq_quantize, round_to_nearest
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.hf.shard_writer import ShardWriter
-from qconvert.layerwise.driver import Group, LayerCalls, real_tokens
+from qconvert.layerwise.driver import Group
 from qconvert.layerwise.session import RunOptions, linear_shapes, open_session
 from qconvert.outputs import check_output_path
 
@@ -51,29 +50,18 @@ def quantization_config(config: GPTQConfig, block: DecoderBlock) -> dict:
     }
 
 
-class GPTQAlgorithm:
+class GPTQAlgorithm(HessianGroups):
     """The GPTQ side of the layer-wise driver: Hessians from the hooks, solves per input group."""
 
     def __init__(self, config: GPTQConfig, writer: ShardWriter, block: DecoderBlock, ckpt: SafetensorsCheckpoint, device: torch.device):
-        self.config, self.writer, self.block, self.ckpt, self.device = config, writer, block, ckpt, device
-        self.hessians: dict[Group, Hessian] = {}
+        super().__init__(device)
+        self.config, self.writer, self.block, self.ckpt = config, writer, block, ckpt
         self.packed: dict[str, torch.Tensor] = {}
-
-    propagate_original = False  # later layers see the quantized outputs of earlier ones
 
     def stages(self, block: DecoderBlock) -> list[list[Group]]:
         if self.config.true_sequential:
             return [list(stage) for stage in block.stages]
         return [list(block.groups)]
-
-    def observe(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
-        if group not in self.hessians:
-            self.hessians[group] = Hessian(x.shape[-1], self.device)
-        self.hessians[group].add(real_tokens(x, mask))
-
-    def process(self, layer_index: int, layer: nn.Module, stage: Sequence[Group], calls: LayerCalls) -> None:
-        for group in stage:
-            self._solve(layer_index, layer, group)
 
     def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
         observed = self.hessians.pop(group, None)
