@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch import nn
 from qconvert.blockq.solve import BlockGPTQConfig, act_order, hessian_factor, quantize_blocks
 from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DecoderBlock, layer_tensor
+from qconvert.convert.moe import stacked_rows
 from qconvert.ggml_types import GGMLQuantizationType
 from qconvert.gptq.hessian import HessianGroups
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
@@ -60,16 +62,8 @@ class Spool:
 
     def stacked_reader(self, parts: list[str]) -> Callable[[int, int], np.ndarray]:
         """Rows [start, end) of equally tall matrices stacked in order (a layer's routed experts)."""
-        rows = self.where[parts[0]][1][0]
-
-        def read(start: int, end: int) -> np.ndarray:
-            pieces = []
-            for e in range(start // rows, (end - 1) // rows + 1):
-                lo, hi = max(start - e * rows, 0), min(end - e * rows, rows)
-                pieces.append(self.rows_reader(parts[e], None)(lo, hi))
-            return np.concatenate(pieces)
-
-        return read
+        readers = [self.rows_reader(part, None) for part in parts]
+        return partial(stacked_rows, lambda e, lo, hi: readers[e](lo, hi), self.where[parts[0]][1][0])
 
     def _read(self, offset: int, shape: tuple[int, int]) -> np.ndarray:
         data = os.pread(self.file.fileno(), shape[0] * shape[1], offset)
@@ -133,9 +127,6 @@ class BlockGPTQAlgorithm(HessianGroups):
             self.spool.add(gguf_name if expert is None else f"{gguf_name}#{expert}", blocks)
             linear.weight.data = torch.from_numpy(kernels.dequantize(blocks, qtype, linear.in_features)).to(linear.weight.device, linear.weight.dtype)
 
-    def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
-        pass
-
     def importance_matrix(self, dataset: str, chunk_count: int, chunk_size: int) -> ImportanceMatrix:
         if self.given is not None:
             return self.given
@@ -163,18 +154,16 @@ def solve_model(model_dir: Path, calib_input: CalibInput, type_of: TypeOf, confi
 
 def with_solved(plan: list, solved: SolvedModel, row_order: Callable[[str, int], np.ndarray | None]) -> list:
     """The GGUF plan with every solved tensor's bytes read from the spool instead of encoded anew."""
-    out = []
-    where = solved.spool.where
+    spool, out = solved.spool, []
     for t in plan:
-        if t.name in where:
-            t = replace(t, read_encoded=solved.spool.rows_reader(t.name, row_order(t.name, t.n_rows)))
-        elif f"{t.name}#0" in where:  # a layer's routed experts, each solved on its own
-            t = replace(t, read_encoded=solved.spool.stacked_reader([f"{t.name}#{e}" for e in range(t.n_mat)]))
+        experts = [f"{t.name}#{e}" for e in range(t.n_mat)]  # a layer's routed experts are each solved on their own
+        if t.name in spool.where:
+            t, parts = replace(t, read_encoded=spool.rows_reader(t.name, row_order(t.name, t.n_rows))), [t.name]
+        elif experts[0] in spool.where:
+            t, parts = replace(t, read_encoded=spool.stacked_reader(experts)), experts
         else:
-            out.append(t)
-            continue
-        solved_rows = sum(rows for key, ((_, (rows, _))) in where.items() if key == t.name or key.startswith(f"{t.name}#"))
-        if solved_rows != t.n_rows:
-            raise AssertionError(f"{t.name}: solved {solved_rows} rows, planned {t.n_rows}")
+            parts = []
+        if parts and sum(spool.where[p][1][0] for p in parts) != t.n_rows:
+            raise AssertionError(f"{t.name}: solved {sum(spool.where[p][1][0] for p in parts)} rows, planned {t.n_rows}")
         out.append(t)
     return out

@@ -3,6 +3,7 @@ tensors (blk.N.ffn_{gate,up,down}_exps) without being stacked in memory: each is
 of row ranges of checkpoint tensors, one per expert, and its slabs are read expert by expert.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,14 +31,22 @@ class ExpertStack:
     parts: tuple[ExpertRows, ...]
 
 
-def read_stacked(ckpt: Checkpoint, parts: tuple[ExpertRows, ...], start: int, end: int) -> np.ndarray:
-    """Rows [start, end) of a stack of equally tall matrices: each expert's rows read from its own tensor."""
-    rows = parts[0].count
+def stacked_rows(read: Callable[[int, int, int], np.ndarray], rows: int, start: int, end: int) -> np.ndarray:
+    """Rows [start, end) of a stack of matrices `rows` tall, each read on its own: read(e, lo, hi) gives
+    rows [lo, hi) of matrix e."""
     pieces = []
     for e in range(start // rows, (end - 1) // rows + 1):
-        lo, hi = max(start - e * rows, 0), min(end - e * rows, rows)
-        pieces.append(ckpt.read_rows(parts[e].hf_name, parts[e].start + lo, parts[e].start + hi))
+        pieces.append(read(e, max(start - e * rows, 0), min(end - e * rows, rows)))
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def read_stacked(ckpt: Checkpoint, parts: tuple[ExpertRows, ...], start: int, end: int) -> np.ndarray:
+    """Rows [start, end) of a stack of equally tall matrices: each expert's rows read from its own tensor."""
+
+    def read(e: int, lo: int, hi: int) -> np.ndarray:
+        return ckpt.read_rows(parts[e].hf_name, parts[e].start + lo, parts[e].start + hi)
+
+    return stacked_rows(read, parts[0].count, start, end)
 
 
 def expert_stacks(ckpt: Checkpoint, config: ModelConfig, found: dict[str, ExpertTensor]) -> dict[str, ExpertStack]:

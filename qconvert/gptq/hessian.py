@@ -61,3 +61,6 @@ class HessianGroups:
 
     def _solve(self, layer_index: int, layer: nn.Module, group: Group) -> None:
         raise NotImplementedError
+
+    def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
+        pass

@@ -166,9 +166,7 @@ class Fuzzer:
         t = self.type_id()
         elems, block_bytes = self._block(t)
         n = elems * self.rng.randint(0, 3)
-        src, _ = self.buffer(n // elems * block_bytes, np.uint8)
-        if isinstance(src, np.ndarray) and src.dtype == np.uint8 and src.ndim == 1 and src.flags.writeable:
-            src[:] = self.np_rng.integers(0, 256, src.size, dtype=np.uint8)  # random blocks: any scale, any index
+        src = self._random_bytes(self.buffer(n // elems * block_bytes, np.uint8)[0], 256)  # random blocks: any scale, any index
         dst, guard = self.buffer(n, np.float32, writable=True)
         args = [t, src, self.count(n), dst]
         log(f"dequantize_into{_shown(args)}")
@@ -187,9 +185,7 @@ class Fuzzer:
         t = self.type_id()
         elems, block_bytes = self._block(t)
         n = elems * self.rng.randint(0, 3)
-        blocks, _ = self.buffer(n // elems * block_bytes, np.uint8)
-        if isinstance(blocks, np.ndarray) and blocks.dtype == np.uint8 and blocks.ndim == 1 and blocks.flags.writeable:
-            blocks[:] = self.np_rng.integers(0, 256, blocks.size, dtype=np.uint8)
+        blocks = self._random_bytes(self.buffer(n // elems * block_bytes, np.uint8)[0], 256)
         if self.rng.random() < 0.5:
             outs = [self.buffer(n, dt, writable=True) for dt in (np.uint8, np.float32, np.float32)]
             args = [t, blocks, self.count(n), *(o for o, _ in outs)]
@@ -198,9 +194,7 @@ class Fuzzer:
             for _, guard in outs:
                 self._check_guard("block_codes", guard)
         else:
-            codes, _ = self.buffer(n, np.uint8)
-            if isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and codes.ndim == 1 and codes.flags.writeable:
-                codes[:] = self.np_rng.integers(0, self.rng.choice((4, 8, 16, 32, 64, 256)), codes.size, dtype=np.uint8)
+            codes = self._random_bytes(self.buffer(n, np.uint8)[0], self.rng.choice((4, 8, 16, 32, 64, 256)))
             target, guard = self.buffer(n // elems * block_bytes, np.uint8, writable=True)
             args = [t, target, self.count(n), codes]
             log(f"block_set_codes{_shown(args)}")
@@ -237,6 +231,12 @@ class Fuzzer:
         self._check_guard("gptq_block_columns", err_guard)
         self._check_guard("gptq_block_columns", codes_guard)
 
+    def _random_bytes(self, buf, high: int):
+        """buf, filled with random values below `high` when it is a fitting writable uint8 array."""
+        if isinstance(buf, np.ndarray) and buf.dtype == np.uint8 and buf.ndim == 1 and buf.flags.writeable:
+            buf[:] = self.np_rng.integers(0, high, buf.size, dtype=np.uint8)
+        return buf
+
     def _check_guard(self, name: str, guard) -> None:
         if guard is not None:
             raw, before, start, n_bytes = guard
@@ -252,9 +252,7 @@ class Fuzzer:
             assert result is None, result
             ok = True
         self.succeeded += ok
-        if guard is not None:
-            raw, before, start, n_bytes = guard
-            assert _guards_intact(raw, before, start, n_bytes), f"{fn.__name__} wrote outside its destination"
+        self._check_guard(fn.__name__, guard)
         return ok
 
     def run(self, n: int, log) -> dict:
