@@ -73,9 +73,10 @@ bench-awq: install peers
 # llama-quantize --imatrix), the file engine's (tests/quant/test_engine.py), and random calls into the
 # binding (tests/fuzz/test_native_binding.py).
 ASAN_DIR := build/asan
-ASAN_TESTS := tests/native tests/quant/test_weighted_kernels.py tests/quant/test_engine.py tests/fuzz/test_native_binding.py tests/blockq/test_solve.py
+ASAN_TESTS := tests/native tests/quant/test_weighted_kernels.py tests/quant/test_engine.py tests/fuzz/test_native_binding.py tests/blockq/test_solve.py \
+	tests/gptq/test_hessian.py
 asan-test: install
-	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tests/quant $(ASAN_DIR)/tests/fuzz $(ASAN_DIR)/tests/blockq $(ASAN_DIR)/$(FIXTURE)
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/tests/quant $(ASAN_DIR)/tests/fuzz $(ASAN_DIR)/tests/blockq $(ASAN_DIR)/tests/gptq $(ASAN_DIR)/$(FIXTURE)
 	CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
 		$(PY) setup.py -q build_ext --build-lib $(ASAN_DIR) --build-temp $(ASAN_DIR)/tmp
 	cp -r qconvert/*.py qconvert/*/ $(ASAN_DIR)/qconvert/
@@ -84,6 +85,7 @@ asan-test: install
 		tests/quant/random_models.py tests/quant/gguf_compare.py $(ASAN_DIR)/tests/quant/
 	cp tests/fuzz/__init__.py tests/fuzz/test_native_binding.py $(ASAN_DIR)/tests/fuzz/
 	cp tests/blockq/__init__.py tests/blockq/test_solve.py $(ASAN_DIR)/tests/blockq/
+	cp tests/gptq/__init__.py tests/gptq/test_hessian.py $(ASAN_DIR)/tests/gptq/
 	# The random Llama of the weighted-kernel tests borrows the fixture's tokenizer.
 	cp $(FIXTURE)/tokenizer*.json $(ASAN_DIR)/$(FIXTURE)/
 	# Run from the copy, so that `qconvert` resolves to it and not to the editable install.

@@ -18,6 +18,7 @@
 #include "fp16.h"
 #include "engine.h"
 #include "gptq.h"
+#include "gram.h"
 #include "isa.h"
 #include "quants.h"
 
@@ -571,6 +572,39 @@ done:
     return result;
 }
 
+/* gram_bf16_upper(x, n, d, h, threads): h's upper triangle += XᵀX of n rows of d bfloat16 values
+ * (x as uint16 bits), exact products, float32 sums (gram.h). */
+static PyObject *gram_bf16_upper(PyObject *self, PyObject *args) {
+    long long n_arg, d_arg;
+    int threads;
+    PyObject *x_obj, *h_obj;
+    Py_buffer x = {0}, h = {0};
+    PyObject *result = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OLLOi", &x_obj, &n_arg, &d_arg, &h_obj, &threads)) return NULL;
+    if (n_arg < 0 || d_arg <= 0) return PyErr_Format(PyExc_ValueError, "bad geometry: %lld rows of %lld", n_arg, d_arg);
+    if (!qc_gram_bf16_supported()) return PyErr_Format(PyExc_RuntimeError, "this CPU has no AVX-512 BF16 (see gram_bf16_supported())");
+    const Py_ssize_t n = as_ssize(n_arg, "n"), d = as_ssize(d_arg, "d");
+    if (n < 0 || d < 0) return NULL;
+    const Py_ssize_t values = checked_mul(n, d), square = checked_mul(d, d);
+    if (values < 0 || square < 0) return PyErr_Format(PyExc_OverflowError, "too many values");
+    if (get_buffer(x_obj, &x, 0, FMT_U16, values, 2, "x") != 0 || get_buffer(h_obj, &h, 1, FMT_F32, square, 4, "h") != 0) goto done;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = qc_gram_bf16_upper((const uint16_t *)x.buf, n, d, (float *)h.buf, threads);
+    Py_END_ALLOW_THREADS if (rc != 0) PyErr_NoMemory();
+    else result = Py_NewRef(Py_None);
+done:
+    if (x.obj) PyBuffer_Release(&x);
+    if (h.obj) PyBuffer_Release(&h);
+    return result;
+}
+
+static PyObject *gram_bf16_supported(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyBool_FromLong(qc_gram_bf16_supported());
+}
+
 /* ---- quantize_file: the file engine ------------------------------------------------------------ */
 
 /* One job tuple: (src_offset, src_type, dst_type, n_rows, n_per_row, dst_offset, importance, n_mat),
@@ -748,7 +782,7 @@ static PyObject *isas(PyObject *self, PyObject *args) {
 static PyObject *abi_version(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-    return PyLong_FromLong(5);
+    return PyLong_FromLong(6);
 }
 
 static PyMethodDef methods[] = {
@@ -764,6 +798,8 @@ static PyMethodDef methods[] = {
     {"quantize_part_weighted", quantize_part_weighted, METH_VARARGS, "quantize_part_weighted(type, src, n_rows, n, dst, importance, sigma2)"},
     {"row_sigma2_into", row_sigma2_into, METH_VARARGS, "row_sigma2_into(src, n_rows, n, out): the rows' mean squares as the weighted legacy quantizers take them"},
     {"gptq_block_columns", gptq_block_columns, METH_VARARGS, "gptq_block_columns(w, err, hinv, inv_diag, s, o, fit_w, codes, m, n_out, zero, max_code)"},
+    {"gram_bf16_upper", gram_bf16_upper, METH_VARARGS, "gram_bf16_upper(x, n, d, h, threads): h's upper triangle += XᵀX of bfloat16 rows (x as uint16)"},
+    {"gram_bf16_supported", gram_bf16_supported, METH_NOARGS, "gram_bf16_supported() -> whether this CPU runs gram_bf16_upper"},
     {"quantize_file", quantize_file, METH_VARARGS, "quantize_file(in_fd, out_fd, jobs, threads, progress, in_path, out_path): fill a GGUF's tensor data"},
     {"set_isa", set_isa, METH_VARARGS, "set_isa(name): run the quantizers on 'scalar', 'avx2' or 'avx512' (same bytes)"},
     {"isa", isa, METH_NOARGS, "isa() -> the instruction set the quantizers run on"},

@@ -1,6 +1,7 @@
 """The C binding fuzzed: seeded random arguments straight into qconvert._native's quantize_into,
 dequantize_into and block_info, and the block-code functions of GPTQ inside the blocks
-(block_codes, block_set_codes, quantize_part_weighted, row_sigma2_into, gptq_block_columns) —
+(block_codes, block_set_codes, quantize_part_weighted, row_sigma2_into, gptq_block_columns) and
+the Hessian's bfloat16 Gram kernel (gram_bf16_upper, where the CPU has AVX-512 BF16) —
 block type ids valid and not, buffers of every dtype, length,
 contiguity, alignment and writability (numpy arrays, bytes, bytearray, memoryviews, other objects),
 row counts and lengths from 0 to 2^64, thread counts from -2^31 to 2^31-1, importance weights of
@@ -231,6 +232,14 @@ class Fuzzer:
         self._check_guard("gptq_block_columns", err_guard)
         self._check_guard("gptq_block_columns", codes_guard)
 
+    def gram(self, log) -> None:
+        n, d = self.rng.randint(0, 5), self.rng.randint(0, 40)
+        x, _ = self.buffer(n * d, np.uint16)
+        h, guard = self.buffer(d * d, np.float32, writable=True)
+        args = [x, self.count(n), self.count(d), h, self.threads()]
+        log(f"gram_bf16_upper{_shown(args)}")
+        self._call(self.native.gram_bf16_upper, args, guard)
+
     def _random_bytes(self, buf, high: int):
         """buf, filled with random values below `high` when it is a fitting writable uint8 array."""
         if isinstance(buf, np.ndarray) and buf.dtype == np.uint8 and buf.ndim == 1 and buf.flags.writeable:
@@ -256,9 +265,11 @@ class Fuzzer:
         return ok
 
     def run(self, n: int, log) -> dict:
-        outcomes = {"quantize_into": 0, "dequantize_into": 0, "block_info": 0, "codes": 0, "part": 0, "columns": 0}
+        ops = ["quantize", "quantize", "quantize", "dequantize", "dequantize", "block_info", "codes", "part", "columns"]
+        ops += ["gram"] if self.native.gram_bf16_supported() else []  # elsewhere it raises RuntimeError, always
+        outcomes = {{"quantize": "quantize_into", "dequantize": "dequantize_into"}.get(op, op): 0 for op in ops}
         for _ in range(n):
-            op = self.rng.choice(("quantize", "quantize", "quantize", "dequantize", "dequantize", "block_info", "codes", "part", "columns"))
+            op = self.rng.choice(ops)
             getattr(self, op)(log)
             outcomes[{"quantize": "quantize_into", "dequantize": "dequantize_into"}.get(op, op)] += 1
         return {**outcomes, "succeeded": self.succeeded}
