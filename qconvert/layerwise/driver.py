@@ -83,12 +83,13 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
     skeleton = ModelSkeleton(model_dir, block, ckpt, options.device, options.dtype)
     batch = max(1, BATCH_TOKENS // calib.seqlen)
     inputs = skeleton.capture_inputs(calib.input_ids, calib.attention_mask, batch)
+    tails: dict = {}  # which child ends in which linear, learned on the first layer (OutputCache)
     started = time.perf_counter()
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
         layer = skeleton.load_layer(index)
         # one pass per stage in GPTQ's mode: modules whose weights did not change are not rerun
-        cache = None if algorithm.propagate_original else OutputCache(layer, block.linears)
+        cache = None if algorithm.propagate_original else OutputCache(layer, block.linears, tails)
         forward = partial(_forward, layer, index, inputs, cache)
         calls = LayerCalls([kwargs[index] for kwargs in inputs.kwargs], inputs.token_mask)
         try:
