@@ -1,16 +1,25 @@
-"""Keeping the process's memory at one layer's worth: freed layers go back to the OS.
+"""Where glibc puts the layer-wise driver's large blocks: weights in their own mappings, activations
+on the heap.
 
 glibc raises its mmap threshold each time a large block is freed, so after the first layer the
 next layers' weights land on the heap, where freed space fragments and is not returned; resident
-memory then grows by about a layer per layer. Fixing the threshold keeps every tensor of a MiB or
-more in its own mapping, unmapped when freed; a trim after each layer returns the rest. Elsewhere
-than glibc both are no-ops.
+memory then grows by about a layer per layer. Loading a layer's weights with the threshold fixed
+at 1 MiB keeps each of its tensors in its own mapping, unmapped when the layer is released; a trim
+after each layer returns the rest.
+
+The calibration passes are the opposite case: thousands of activation-sized temporaries per layer
+(a norm's float32 copy of a batch is 19 MiB on SmolLM2's shapes), each of which, mapped afresh,
+page-faults in zeroed memory: a third of the driver's time went to the kernel. With the threshold
+at glibc's largest (32 MiB on 64-bit) they reuse freed heap blocks instead, at the cost of some
+resident memory while a layer runs. Elsewhere than glibc all three are no-ops.
 """
 
 import ctypes
+import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
-MMAP_THRESHOLD = 1 << 20
+WEIGHTS_THRESHOLD = 1 << 20
+ACTIVATIONS_THRESHOLD = (4 << 20) * (8 if sys.maxsize > 2**32 else 4)  # glibc's DEFAULT_MMAP_THRESHOLD_MAX
 
 try:
     _libc = ctypes.CDLL("libc.so.6")
@@ -20,8 +29,15 @@ except (OSError, AttributeError):
 
 
 def map_large_blocks() -> None:
+    """From now on every block of 1 MiB or more gets its own mapping: for loading weights."""
     if _libc is not None:
-        _libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _libc.mallopt(M_MMAP_THRESHOLD, WEIGHTS_THRESHOLD)
+
+
+def reuse_heap_blocks() -> None:
+    """From now on blocks below 32 MiB come from the heap: for the calibration passes."""
+    if _libc is not None:
+        _libc.mallopt(M_MMAP_THRESHOLD, ACTIVATIONS_THRESHOLD)
 
 
 def return_freed_memory() -> None:

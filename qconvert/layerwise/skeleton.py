@@ -13,6 +13,7 @@ from torch import nn
 from qconvert.convert.arch import DecoderBlock
 from qconvert.errors import QConvertError
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
+from qconvert.layerwise import attention as causal_blocks
 from qconvert.layerwise.experts import unfuse_experts
 
 
@@ -57,7 +58,9 @@ class ModelSkeleton:
             raise QConvertError(f"transformers cannot read config.json: {exc}".splitlines()[0], model_dir) from exc
         self.config.use_cache = False
         with torch.device("meta"):
-            self.model = AutoModelForCausalLM.from_config(self.config, dtype=dtype)
+            # on a CPU, causal attention in blocks of queries (layerwise/attention.py)
+            attention = {"attn_implementation": causal_blocks.NAME} if torch.device(device).type == "cpu" else {}
+            self.model = AutoModelForCausalLM.from_config(self.config, dtype=dtype, **attention)
         unfuse_experts(self.model)  # one linear per expert projection, named as in the checkpoint
         self.layers = self.model.get_submodule(block.layers_path)
 
