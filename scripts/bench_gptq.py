@@ -76,14 +76,15 @@ def rtn_dense(bits: int, group_size: int, sym: bool, out: Path) -> Path:
     return fake_quantized_copy(FIXTURE, out, lambda w: round_to_nearest(w, config).dequantized())
 
 
-def make_models(layers: int) -> tuple[Path, Path]:
+def make_models(layers: int, smol_layers: int) -> tuple[Path, Path]:
     """Random-weight Llamas: SmolLM2-135M's shapes (hidden 576, ffn 1536, 9/3 heads, tied, vocab
-    49152), and a wider one (hidden 1024, ffn 2816, 16/8 heads)."""
+    49152; its 30 layers by default, so that each tool's fixed costs weigh as they do on the real
+    model), and a wider one (hidden 1024, ffn 2816, 16/8 heads)."""
     from tests.gptq.models import make_random_llama
 
-    smol = WORK / f"smollm2-shaped-{layers}l"
+    smol = WORK / f"smollm2-shaped-{smol_layers}l"
     if not (smol / "config.json").exists():
-        make_random_llama(smol, hidden=576, intermediate=1536, layers=layers, heads=9, kv_heads=3, tied=True, vocab=49152)
+        make_random_llama(smol, hidden=576, intermediate=1536, layers=smol_layers, heads=9, kv_heads=3, tied=True, vocab=49152)
     big = WORK / f"llama1024-{layers}l"
     if not (big / "config.json").exists():
         make_random_llama(big, hidden=1024, intermediate=2816, layers=layers, heads=16, kv_heads=8, tied=False)
@@ -106,6 +107,7 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--json", type=Path)
     p.add_argument("--layers", type=int, default=4, help="decoder layers of the random hidden-1024 model")
+    p.add_argument("--smollm2-layers", type=int, default=30, help="decoder layers of the SmolLM2-shaped model (SmolLM2-135M has 30)")
     p.add_argument("--n-samples", type=int, default=64)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--cases", default="fixture,smollm2,llama1024", help="comma-separated: fixture (quality), smollm2 (SmolLM2-135M's shapes, the issue's reference), llama1024")
@@ -116,7 +118,7 @@ def main() -> None:
     require_peers("gptqmodel", "llmcompressor")
     WORK.mkdir(parents=True, exist_ok=True)
     calib = calibration(WORK, args.n_samples, args.seqlen)
-    smol, big = make_models(args.layers)
+    smol, big = make_models(args.layers, args.smollm2_layers)
     import torch
 
     from qconvert.layerwise.session import parse_compute_dtype

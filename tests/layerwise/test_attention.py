@@ -10,7 +10,7 @@ import torch
 import transformers
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from qconvert.layerwise.attention import NAME, QUERY_BLOCK, causal_blocks_attention
+from qconvert.layerwise.attention import MAX_ROWS, NAME, causal_blocks_attention
 from tests.arch_models import ARCH_CONFIGS, COMMON
 
 CAUSAL = types.SimpleNamespace(is_causal=True, num_key_value_groups=3, training=False)
@@ -30,7 +30,8 @@ def _reference(q, k, v, mask=None):
     return out.transpose(1, 2)
 
 
-@pytest.mark.parametrize("n", [1, 5, QUERY_BLOCK, QUERY_BLOCK + 1, 3 * QUERY_BLOCK - 7])
+# lengths around a block, and one long enough for smaller blocks (the scores budget)
+@pytest.mark.parametrize("n", [1, 5, MAX_ROWS, MAX_ROWS + 1, 3 * MAX_ROWS - 7, 1500])
 def test_causal_blocks_equal_torch_attention(n):
     q, k, v = _qkv(n)
     out, weights = causal_blocks_attention(CAUSAL, q, k, v, None)
