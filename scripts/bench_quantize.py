@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--models", default="bench,smollm2", help=f"comma-separated, of {', '.join(MODELS)}")
     ap.add_argument("--types", default=",".join(t.value for t in FileType if t not in (FileType.F32, FileType.F16, FileType.BF16)))
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench")
+    ap.add_argument("--profile-types", default="q8_0,q4_k_m", help="the types of section 3")
     ap.add_argument("--one-step", action="store_true", help="also section 4, on the first model")
     ap.add_argument("--imatrix-chunks", type=int, default=0, help="512-token chunks for section 5, on the first model (0: skip it)")
     args = ap.parse_args()
@@ -167,7 +168,7 @@ def main() -> None:
             f"median of {args.runs} (time), max of {args.runs} (RSS)"
         )
         quantize_table(args, work, f16)
-        profile(args, work, f16)
+        profile(args, work, f16, tuple(args.profile_types.split(",")))
         if i == 0 and args.one_step:
             one_step(args, work, model)
         if i == 0 and args.imatrix_chunks:

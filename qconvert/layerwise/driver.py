@@ -27,7 +27,7 @@ from tqdm import tqdm
 from qconvert.calib.store import CalibrationSet
 from qconvert.convert.arch import DecoderBlock
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
-from qconvert.layerwise.heap import map_large_blocks, return_freed_memory, reuse_heap_blocks
+from qconvert.layerwise.heap import activations_on_heap, map_large_blocks, return_freed_memory
 from qconvert.layerwise.reuse import OutputCache
 from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
 
@@ -87,9 +87,7 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
     started = time.perf_counter()
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
-        map_large_blocks()
         layer = skeleton.load_layer(index)
-        reuse_heap_blocks()
         # one pass per stage in GPTQ's mode: modules whose weights did not change are not rerun
         cache = None if algorithm.propagate_original else OutputCache(layer, block.linears, tails)
         forward = partial(_forward, layer, index, inputs, cache)
@@ -98,13 +96,18 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
             with torch.inference_mode():
                 originals = None
                 for stage in algorithm.stages(block):
-                    outputs = _observe(layer, index, stage, inputs, algorithm, forward, keep_outputs=algorithm.propagate_original and originals is None)
+                    with activations_on_heap():
+                        outputs = _observe(layer, index, stage, inputs, algorithm, forward, keep_outputs=algorithm.propagate_original and originals is None)
                     originals = outputs if originals is None else originals
                     algorithm.process(index, layer, stage, calls)
                     if cache is not None:
                         for group in stage:
                             cache.weights_changed(group)
-                inputs.hidden = originals if algorithm.propagate_original else [forward(b) for b in range(len(inputs.hidden))]
+                if algorithm.propagate_original:
+                    inputs.hidden = originals
+                else:
+                    with activations_on_heap():
+                        inputs.hidden = [forward(b) for b in range(len(inputs.hidden))]
         finally:
             if cache is not None:
                 cache.close()
@@ -114,7 +117,6 @@ def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpo
         elapsed = time.perf_counter() - started
         bar.set_postfix_str(f"{elapsed / (index + 1):.1f} s/layer")
         log.info("layer %d done, %.1f s so far", index, elapsed)
-    map_large_blocks()
 
 
 def _forward(layer: nn.Module, index: int, inputs: LayerInputs, cache: OutputCache | None, b: int) -> torch.Tensor:

@@ -11,11 +11,13 @@ The calibration passes are the opposite case: thousands of activation-sized temp
 (a norm's float32 copy of a batch is 19 MiB on SmolLM2's shapes), each of which, mapped afresh,
 page-faults in zeroed memory: a third of the driver's time went to the kernel. With the threshold
 at glibc's largest (32 MiB on 64-bit) they reuse freed heap blocks instead, at the cost of some
-resident memory while a layer runs. Elsewhere than glibc all three are no-ops.
+resident memory while a layer runs. Elsewhere than glibc all of this is a no-op.
 """
 
 import ctypes
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 WEIGHTS_THRESHOLD = 1 << 20
@@ -34,10 +36,17 @@ def map_large_blocks() -> None:
         _libc.mallopt(M_MMAP_THRESHOLD, WEIGHTS_THRESHOLD)
 
 
-def reuse_heap_blocks() -> None:
-    """From now on blocks below 32 MiB come from the heap: for the calibration passes."""
+@contextmanager
+def activations_on_heap() -> Iterator[None]:
+    """Blocks below 32 MiB come from the heap inside: for the calibration passes, whose outputs are
+    the only blocks that outlive them. (What an algorithm keeps, packed weights waiting for the
+    writer, goes on being mapped: on the heap it would pin freed space under it, layer after layer.)"""
     if _libc is not None:
         _libc.mallopt(M_MMAP_THRESHOLD, ACTIVATIONS_THRESHOLD)
+    try:
+        yield
+    finally:
+        map_large_blocks()
 
 
 def return_freed_memory() -> None:

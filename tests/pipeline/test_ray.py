@@ -121,6 +121,11 @@ def end_tagged(tag: str) -> None:
             pass
 
 
+def gptq_workers(tag: str) -> list[int]:
+    """The stage workers (their own processes, under a Ray worker) running a GPTQ stage."""
+    return [pid for pid, cmd in tagged(tag).items() if "qconvert.pipeline.worker" in cmd and "/.partial-gptq-" in cmd]
+
+
 def wait_for(condition, timeout: float, step: float = 0.05) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -294,8 +299,10 @@ def test_worker_killed_mid_stage_is_retried(cluster, local_run, tmp_path):
     )
     try:
         attempts = run_dir / "stages" / "tiny"
-        assert wait_for(lambda: list(attempts.glob(".partial-gptq-*/out/*")) or driver.poll() is not None, 120), "the GPTQ stage did not start"
+        assert wait_for(lambda: gptq_workers(str(cluster.base)) or driver.poll() is not None, 120), "the GPTQ stage did not start"
         assert driver.poll() is None, "the run ended before its GPTQ stage could be killed"
+        for pid in gptq_workers(str(cluster.base)):  # held mid-stage, so that it cannot finish before the kill lands
+            os.kill(pid, signal.SIGSTOP)
         first = json.loads(next(attempts.glob(".partial-gptq-*.attempts")).read_text())
         assert len(first) == 1
         os.kill(first[0]["pid"], signal.SIGKILL)  # the Ray worker running the stage; the stage's own worker dies with it
@@ -322,8 +329,10 @@ def test_driver_killed_mid_run_resumes_from_finished_stages(local_run, tmp_path)
     command = [sys.executable, "-m", "qconvert", "run", str(local_run.parent / "matrix.toml"), "-o", str(run_dir), "--executor", "ray"]
     try:
         driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        assert wait_for(lambda: list(run_dir.glob("stages/tiny/.partial-gptq-*/out/*")) or driver.poll() is not None, 120)
+        assert wait_for(lambda: gptq_workers(str(temp)) or driver.poll() is not None, 120)
         assert driver.poll() is None, "the run ended before it could be killed"
+        for pid in gptq_workers(str(temp)):  # held mid-stage, so that it cannot finish before the kill lands
+            os.kill(pid, signal.SIGSTOP)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
         # Its processes die with it (Ray's fate sharing; the stage's worker with its Ray worker), but
