@@ -20,7 +20,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "qconvert_causal_blocks"
-SCORES_BUDGET = 1 << 18  # float32 scores per block: 1 MiB, which stays in cache
+SCORES_BUDGET = 1 << 21  # float32 scores per step: 8 MiB
 MAX_ROWS = 128
 
 
@@ -32,29 +32,29 @@ def causal_blocks_attention(module, query, key, value, attention_mask, dropout=0
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs)
     batch, heads, n, dim = query.shape
     kv_heads = key.shape[1]
-    group = heads // kv_heads  # the query heads that share one key/value head: one product, no copies of k and v
+    group = heads // kv_heads  # the query heads that share one key/value head
     scale = scaling if scaling is not None else dim**-0.5
-    rows = max(16, min(MAX_ROWS, SCORES_BUDGET // (group * n)) // 16 * 16)
+    rows = min(MAX_ROWS, n)
+    samples = max(1, min(batch, SCORES_BUDGET // (heads * rows * n)))  # few, large steps: each op wakes the threads
     lowest = torch.finfo(query.dtype).min  # not -inf: a row of padding masked everywhere stays finite
     softmax_dtype = torch.promote_types(query.dtype, torch.float32)
+    q5 = query.unflatten(1, (kv_heads, group))  # (b, kv, group, n, d): no copies of k and v
+    k5, v5 = key[:, :, None], value[:, :, None]
     out = torch.empty(batch, n, heads, dim, dtype=query.dtype, device=query.device)
-    causal = {}
     for s in range(0, n, rows):
         e = min(s + rows, n)
-        if attention_mask is None:
-            causal[s] = torch.ones(e - s, e, dtype=torch.bool, device=query.device).tril(s)
-        for b in range(batch):
-            for j in range(kv_heads):
-                heads_j = slice(j * group, (j + 1) * group)
-                scores = torch.matmul(query[b, heads_j, s:e], key[b, j, :e].t()) * scale  # (group, e-s, e)
-                if attention_mask is None:
-                    scores.masked_fill_(~causal[s], lowest)
-                elif attention_mask.dtype == torch.bool:
-                    scores.masked_fill_(~attention_mask[b, :, s:e, :e], lowest)
-                else:
-                    scores += attention_mask[b, :, s:e, :e]
-                probs = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
-                out[b, s:e, heads_j] = torch.matmul(probs, value[b, j, :e]).transpose(0, 1)
+        causal = torch.ones(e - s, e, dtype=torch.bool, device=query.device).tril(s) if attention_mask is None else None
+        for b0 in range(0, batch, samples):
+            b1 = min(b0 + samples, batch)
+            scores = torch.matmul(q5[b0:b1, :, :, s:e], k5[b0:b1, :, :, :e].transpose(-1, -2)) * scale  # (S, kv, group, e-s, e)
+            if attention_mask is None:
+                scores.masked_fill_(~causal, lowest)
+            elif attention_mask.dtype == torch.bool:
+                scores.masked_fill_(~attention_mask[b0:b1, :, None, s:e, :e], lowest)
+            else:
+                scores += attention_mask[b0:b1, :, None, s:e, :e]
+            probs = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
+            out[b0:b1, s:e] = torch.matmul(probs, v5[b0:b1, :, :, :e]).flatten(1, 2).transpose(1, 2)
     return out, None
 
 
