@@ -163,7 +163,8 @@ def with_solved(plan: list, solved: SolvedModel, row_order: Callable[[str, int],
             t, parts = replace(t, read_encoded=spool.stacked_reader(experts)), experts
         else:
             parts = []
-        if parts and sum(spool.where[p][1][0] for p in parts) != t.n_rows:
-            raise AssertionError(f"{t.name}: solved {sum(spool.where[p][1][0] for p in parts)} rows, planned {t.n_rows}")
+        solved_rows = sum(spool.where[p][1][0] for p in parts)
+        if parts and solved_rows != t.n_rows:
+            raise AssertionError(f"{t.name}: solved {solved_rows} rows, planned {t.n_rows}")
         out.append(t)
     return out

@@ -1,12 +1,14 @@
 """Causal self-attention for the calibration forwards on a CPU, in blocks of queries.
 
 torch's CPU flash-attention kernel computes every query against every key and runs bfloat16 no
-faster than float32; the driver's passes spent a quarter of their time in it. Here each sequence
-is taken a block of queries at a time against the keys up to the block's end (causal: the later
-keys are masked anyway), one key/value head with the query heads that share it, with matrix
-products in the layer's precision and the softmax in float32, as transformers' eager attention
-computes it. About 1.4× the CPU kernel's speed in the driver's passes on SmolLM2's shapes (8% of
-GPTQ's time per layer), the outputs those of sdpa to bfloat16's rounding.
+faster than float32; the driver's passes spent a quarter of their time in it. Here the queries
+are taken a block of rows at a time against the keys up to the block's end (causal: the later
+keys are masked anyway), several sequences and all heads per step (each key/value head broadcast
+over the query heads that share it, no copies), with matrix products in the layer's precision and
+the softmax in float32, as transformers' eager attention computes it. Few, large steps: each torch
+op wakes the OpenMP threads, which under OMP_WAIT_POLICY=PASSIVE costs more than a small product.
+About 1.3-1.8× the CPU kernel's speed in the driver's passes on SmolLM2's shapes, the outputs
+those of sdpa to bfloat16's rounding.
 
 Registered with transformers as an attention implementation (with sdpa's mask making), and used
 by the layer-wise driver's model skeleton on CPUs. A call it is not made for (a sliding window,

@@ -267,11 +267,12 @@ class Fuzzer:
     def run(self, n: int, log) -> dict:
         ops = ["quantize", "quantize", "quantize", "dequantize", "dequantize", "block_info", "codes", "part", "columns"]
         ops += ["gram"] if self.native.gram_bf16_supported() else []  # elsewhere it raises RuntimeError, always
-        outcomes = {{"quantize": "quantize_into", "dequantize": "dequantize_into"}.get(op, op): 0 for op in ops}
+        counted_as = {"quantize": "quantize_into", "dequantize": "dequantize_into"}
+        outcomes = {counted_as.get(op, op): 0 for op in ops}
         for _ in range(n):
             op = self.rng.choice(ops)
             getattr(self, op)(log)
-            outcomes[{"quantize": "quantize_into", "dequantize": "dequantize_into"}.get(op, op)] += 1
+            outcomes[counted_as.get(op, op)] += 1
         return {**outcomes, "succeeded": self.succeeded}
 
 
