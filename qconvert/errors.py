@@ -3,6 +3,8 @@
 The CLI prints it as a single line and exits with code 2; library callers can catch it.
 """
 
+from pathlib import Path
+
 
 class QConvertError(Exception):
     def __init__(self, what: str, where: object = None, hint: str | None = None):
@@ -14,6 +16,13 @@ class QConvertError(Exception):
     def __str__(self) -> str:
         text = f"{self.where}: {self.what}" if self.where is not None else self.what
         return f"{text} ({self.hint})" if self.hint else text
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """A value as an error line quotes it: its repr (one line, whatever it holds), cut to `limit`
+    characters — a damaged file can hold megabytes where a name or a number belongs."""
+    text = repr(str(value) if isinstance(value, Path) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def caused_by_interrupt(exc: BaseException | None) -> bool:

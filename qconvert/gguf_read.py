@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 from qconvert.ggml_types import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 _SCALARS = {
@@ -101,12 +101,6 @@ class GGUFHeader:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.kv[key].value if key in self.kv else default
-
-
-def _shown(text: str) -> str:
-    """A key or tensor name for an error line, cut short: a damaged file can hold megabytes there."""
-    shown = repr(text)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 class _Bad(Exception):
@@ -217,8 +211,8 @@ def _read_kvs(c: _Cursor, n_kv: int) -> dict[str, KV]:
         at = c.pos
         key = c.string(f"the key of metadata entry {i}")
         if key in kv:
-            raise _Bad(f"metadata key {_shown(key)} appears twice", at)
-        what = f"metadata key {_shown(key)}"
+            raise _Bad(f"metadata key {quoted(key)} appears twice", at)
+        what = f"metadata key {quoted(key)}"
         vtype = c.value_type(f"the type of {what}")
         value = _read_value(c, vtype, what)
         kv[key] = KV(value.type, value.value, value.sub_type, (at, c.pos))
@@ -234,8 +228,8 @@ def _read_tensor_info(c: _Cursor, i: int, names: set[str]) -> tuple[str, tuple[i
     if len(name.encode()) >= GGML_MAX_NAME:
         raise _Bad(f"tensor {i}'s name is {len(name.encode())} bytes long; GGUF allows {GGML_MAX_NAME - 1}", at)
     if name in names:
-        raise _Bad(f"tensor {_shown(name)} appears twice", at)
-    what = f"tensor {_shown(name)}"
+        raise _Bad(f"tensor {quoted(name)} appears twice", at)
+    what = f"tensor {quoted(name)}"
     n_dims = c.unpack("I", f"the dimension count of {what}")
     if n_dims > GGML_MAX_DIMS:
         raise _Bad(f"{what} has {n_dims} dimensions; GGUF allows {GGML_MAX_DIMS}", at)
@@ -272,10 +266,10 @@ def _place_tensors(infos: list, data_offset: int, alignment: int, size: int) -> 
     tensors = []
     for name, shape, ttype, offset, n_bytes in infos:
         if offset % alignment:
-            raise _Bad(f"tensor {_shown(name)}'s data offset {offset:,} is not a multiple of the alignment {alignment}", data_offset)
+            raise _Bad(f"tensor {quoted(name)}'s data offset {offset:,} is not a multiple of the alignment {alignment}", data_offset)
         if offset > data_size or n_bytes > data_size - offset:
             raise _Bad(
-                f"tensor {_shown(name)} ({n_bytes:,} bytes at data offset {offset:,}) runs past the end of the file "
+                f"tensor {quoted(name)} ({n_bytes:,} bytes at data offset {offset:,}) runs past the end of the file "
                 f"({data_size:,} bytes of data)",
                 data_offset,
                 truncated=True,
@@ -284,7 +278,7 @@ def _place_tensors(infos: list, data_offset: int, alignment: int, size: int) -> 
     by_offset = sorted((t for t in tensors if t.n_bytes), key=lambda t: t.offset)
     for a, b in zip(by_offset, by_offset[1:]):
         if a.offset + a.n_bytes > b.offset:
-            raise _Bad(f"the data of tensors {_shown(a.name)} and {_shown(b.name)} overlap", data_offset)
+            raise _Bad(f"the data of tensors {quoted(a.name)} and {quoted(b.name)} overlap", data_offset)
     return tensors
 
 

@@ -63,6 +63,34 @@ def test_bad_model_is_one_clear_error_and_no_output(tmp_path, damage, message):
     assert list(out_dir.iterdir()) == []
 
 
+def _edit_config(model, **changes):
+    config = json.loads((model / "config.json").read_text())
+    config.update(changes)
+    (model / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "model, changes, message",
+    [
+        # Q/K rows go into llama.cpp's RoPE order by heads: 128 K rows do not split into 3 heads
+        ("tiny-llama", {"num_key_value_heads": 3}, "do not split into 3 heads"),
+        # a damaged value is quoted cut short, not whole (both found by `make fuzz`)
+        ("tiny-qwen2", {"rope_scaling": {"rope_type": "A" * 5000, "factor": 2.0}}, "rope_scaling type 'AAA"),
+    ],
+    ids=["heads-do-not-fit-the-rows", "huge-rope-type"],
+)
+def test_a_config_that_does_not_fit_is_one_short_error(tmp_path, model, changes, message):
+    copy = tmp_path / "model"
+    shutil.copytree(FIXTURE.parent / model, copy)
+    _edit_config(copy, **changes)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = run_cli("gguf", copy, "--type", "q8_0", "-o", out_dir / "model.gguf")
+    lines = result.stderr.strip().splitlines()
+    assert result.rc == 2 and len(lines) == 1 and message in lines[0] and len(lines[0]) < 400, result.stderr
+    assert list(out_dir.iterdir()) == []
+
+
 def test_unsupported_architecture_names_the_supported_ones(tmp_path):
     model = _model_copy(tmp_path)
     _break_architecture(model)

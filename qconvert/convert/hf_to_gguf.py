@@ -11,7 +11,7 @@ An MoE model's routed experts are stacked as llama.cpp wants them by qconvert/co
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from qconvert.calib.types import CalibInput
 from qconvert.convert.arch import DENSE_FFN, F32_TENSORS, ArchSpec, arch_spec, expert_tensor, gguf_tensor_name, permute_for_rope
 from qconvert.convert.moe import ExpertStack, check_moe_layout, expert_stacks, read_stacked
 from qconvert.convert.rope import check_rope_scaling, llama3_rope_factors, rope_kind, write_rope_scaling
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 from qconvert.gguf_stream import TensorSource, write_gguf
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.dequantized import Checkpoint, open_checkpoint
@@ -80,6 +80,11 @@ def _row_reader(ckpt: Checkpoint, hf_name: str, shape: tuple[int, ...], heads: i
     """Reads rows of a checkpoint tensor; with `heads`, in llama.cpp's RoPE order (Q/K of Llama)."""
     if not heads:
         return partial(ckpt.read_rows, hf_name)
+    if shape[0] % (2 * heads):
+        raise QConvertError(
+            f"{quoted(hf_name)} has {shape[0]} rows, which do not split into {heads} heads of even size", "config.json",
+            "its head counts (num_attention_heads, num_key_value_heads) do not fit the checkpoint: fix config.json, or download it again",
+        )
     order = permute_for_rope(np.arange(shape[0]), heads)
     if len(shape) == 1:  # a bias is a single row: reorder its elements
         return lambda start, end: ckpt.read_rows(hf_name, 0, 1)[:, order]
@@ -242,7 +247,7 @@ def _awq_scaled(model_dir: Path, work_dir: Path, options: ConvertOptions) -> Pat
 def _solve_in_blocks(model_dir: Path, out_path: Path, plan: list[TensorSource], config: ModelConfig, spec: ArchSpec, options: ConvertOptions):
     """GPTQ inside the blocks (qconvert.blockq): the plan with the decoder layers' solved bytes, and
     the importance matrix the block fits used."""
-    from qconvert.blockq.run import solve_model, with_solved
+    from qconvert.blockq.run import solve_model, with_solved, with_uniform_embeddings
     from qconvert.blockq.solve import BlockGPTQConfig
 
     types = {t.name: t.out_type for t in plan}
@@ -250,6 +255,8 @@ def _solve_in_blocks(model_dir: Path, out_path: Path, plan: list[TensorSource], 
     if given is not None:
         attach_importance(plan, given, options.imatrix)  # refuses a matrix of another model before any work
     solved = solve_model(model_dir, options.calib, lambda name, shape: types[name], BlockGPTQConfig(), out_path.parent, given, _run_options(options))
+    if given is None and "output.weight" in types:  # untied only: a tied token_embd is also the output matrix, a product with inputs of its own
+        solved = replace(solved, importance=with_uniform_embeddings(solved.importance, types["token_embd.weight"], config.hidden_size))
 
     def row_order(name: str, n_rows: int) -> np.ndarray | None:
         heads = _rope_heads(name, config, spec)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from gguf import GGUFWriter, RopeScalingType
 
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 
 SUPPORTED = ("linear", "yarn", "llama3")
 # llama.cpp architectures (of those qconvert writes) whose graph reads a rope_freqs tensor: for the
@@ -30,7 +30,7 @@ _YARN_OPTIONAL = (
 def rope_kind(rope: dict) -> str:
     kind = rope.get("rope_type", rope.get("type"))
     if kind not in SUPPORTED:
-        raise QConvertError(f"rope_scaling type {kind!r} is not supported", "config.json", f"qconvert converts {', '.join(SUPPORTED)} RoPE scaling")
+        raise QConvertError(f"rope_scaling type {quoted(kind)} is not supported", "config.json", f"qconvert converts {', '.join(SUPPORTED)} RoPE scaling")
     return kind
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 
 # Mixture-of-experts counts: the first of these keys config.json has, as convert_hf_to_gguf.py
 # looks them up (find_hparam), for any architecture.
@@ -22,12 +22,6 @@ MAX_VOCAB = 2**24  # far above any real vocabulary (~262k): the GGUF vocab is pa
 FIX_HINT = "fix config.json, or download it again"
 
 
-def _shown(value: Any) -> str:
-    """`value` as config.json has it, cut short: a damaged file can hold megabytes there."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -40,7 +34,7 @@ def _count(raw: dict[str, Any], key: str, path: Path, default: int | None = None
             raise QConvertError(f"config.json has no {key}", path, FIX_HINT)
         return default
     if not _is_int(value) or not minimum <= value <= maximum:
-        raise QConvertError(f"config.json's {key} is {_shown(value)}, not an integer from {minimum} to {maximum:,}", path, FIX_HINT)
+        raise QConvertError(f"config.json's {key} is {quoted(value)}, not an integer from {minimum} to {maximum:,}", path, FIX_HINT)
     return value
 
 
@@ -50,7 +44,7 @@ _FLOAT32_MAX = 3.4028234663852886e38  # GGUF keeps these numbers as float32
 def _number(value: Any, what: str, path: Path, positive: bool = True) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= _FLOAT32_MAX and not math.isnan(value)
     if not ok or (positive and value <= 0):
-        raise QConvertError(f"config.json's {what} is {_shown(value)}, not a {'positive ' if positive else ''}number a float32 holds", path, FIX_HINT)
+        raise QConvertError(f"config.json's {what} is {quoted(value)}, not a {'positive ' if positive else ''}number a float32 holds", path, FIX_HINT)
     return float(value)
 
 
@@ -68,7 +62,7 @@ def _rope(raw: dict[str, Any], path: Path) -> dict[str, Any] | None:
         raise QConvertError(f"config.json's {key} is {type(rope).__name__}, not an object", path, FIX_HINT)
     kind = rope.get("rope_type", rope.get("type"))
     if kind is not None and not isinstance(kind, str):
-        raise QConvertError(f"config.json's {key} has rope type {_shown(kind)}, not a name", path, FIX_HINT)
+        raise QConvertError(f"config.json's {key} has rope type {quoted(kind)}, not a name", path, FIX_HINT)
     for name in _ROPE_NUMBERS:
         if rope.get(name) is not None:
             _number(rope[name], f"{key}.{name}", path)
@@ -126,14 +120,14 @@ class ModelConfig:
         if not archs:
             raise QConvertError("config.json names no architecture", path, "add an \"architectures\" list")
         if not isinstance(archs, list) or not all(isinstance(a, str) and a.isidentifier() and len(a) <= 200 for a in archs):
-            raise QConvertError(f"config.json's architectures is {_shown(archs)}, not a list of class names", path, FIX_HINT)
+            raise QConvertError(f"config.json's architectures is {quoted(archs)}, not a list of class names", path, FIX_HINT)
         for key in _OPTIONAL_COUNTS:
             _count(raw, key, path, minimum=0)
         for key in ("quantization_config", "text_config"):
             if raw.get(key) is not None and not isinstance(raw[key], dict):
                 raise QConvertError(f"config.json's {key} is {type(raw[key]).__name__}, not an object", path, FIX_HINT)
         if not isinstance(raw.get("tie_word_embeddings", False), bool):
-            raise QConvertError(f"config.json's tie_word_embeddings is {_shown(raw['tie_word_embeddings'])}, not true or false", path, FIX_HINT)
+            raise QConvertError(f"config.json's tie_word_embeddings is {quoted(raw['tie_word_embeddings'])}, not true or false", path, FIX_HINT)
         heads = _count(raw, "num_attention_heads", path)
         hidden = _count(raw, "hidden_size", path)
         kv_heads = _count(raw, "num_key_value_heads", path, default=heads)

@@ -15,7 +15,7 @@ import torch
 
 from qconvert.awq.config import PACKED_WIDTH
 from qconvert.awq.packing import dequantize_gemm
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 from qconvert.gptq.packing import PACK, dequantize_linear
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint, TensorEntry
 
@@ -156,23 +156,19 @@ def open_checkpoint(model_dir: Path, raw_config: dict[str, Any]) -> Checkpoint:
     method, bits = qc.get("quant_method"), qc.get("bits")
     where = model_dir / "config.json"
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise QConvertError(f"quantization_config's bits is {_shown(bits)}, not an integer", where, "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints")
+        raise QConvertError(f"quantization_config's bits is {quoted(bits)}, not an integer", where, "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints")
     if method == "awq":
         version = qc.get("version", "gemm")
         if version != "gemm" or bits != 4:
-            raise QConvertError(f"AWQ {_shown(version)} at {bits} bits is not supported", where, "qconvert reads 4-bit AWQ GEMM checkpoints")
+            raise QConvertError(f"AWQ {quoted(version)} at {bits} bits is not supported", where, "qconvert reads 4-bit AWQ GEMM checkpoints")
         return DequantizedCheckpoint(ckpt, AWQ_GEMM)
     fmt = qc.get("checkpoint_format", qc.get("format", "gptq"))
     if method != "gptq" or not isinstance(fmt, str) or fmt not in _GPTQ_ZERO_OFFSET:
         raise QConvertError(
-            f"quantization method {_shown(method)} (format {_shown(fmt)}) is not supported", where, "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints"
+            f"quantization method {quoted(method)} (format {quoted(fmt)}) is not supported", where, "qconvert reads GPTQ (gptq, gptq_v2) and AWQ GEMM checkpoints"
         )
     if bits not in (2, 3, 4, 8):
         raise QConvertError(f"GPTQ bits {bits} is not 2, 3, 4 or 8", where)
     return DequantizedCheckpoint(ckpt, gptq_format(bits, _GPTQ_ZERO_OFFSET[fmt]))
 
 
-def _shown(value: Any) -> str:
-    """A config value as an error line quotes it: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

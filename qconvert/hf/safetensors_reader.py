@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 from qconvert.numeric import bf16_bits_to_f32
 
 SINGLE_FILE = "model.safetensors"
@@ -58,17 +58,17 @@ def _entry(name: str, info, path: Path, data_start: int, data_size: int) -> Tens
     """One header entry, checked: a known dtype, a shape of non-negative ints, and [begin, end) inside
     the data, exactly as long as the shape and dtype make it."""
     if not isinstance(info, dict) or not isinstance(info.get("data_offsets"), list) or not isinstance(info.get("shape"), list):
-        raise QConvertError(f"corrupt safetensors entry for tensor {_shown(name)} (no dtype, shape and data_offsets)", path, REDOWNLOAD)
+        raise QConvertError(f"corrupt safetensors entry for tensor {quoted(name)} (no dtype, shape and data_offsets)", path, REDOWNLOAD)
     dtype, shape, offsets = info.get("dtype"), info["shape"], info["data_offsets"]
     if not isinstance(dtype, str) or dtype not in _DTYPES:
-        raise QConvertError(f"tensor {_shown(name)} has dtype {str(dtype)[:40]}", path, "qconvert reads F32, F16 and BF16 checkpoints and GPTQ checkpoints")
+        raise QConvertError(f"tensor {quoted(name)} has dtype {str(dtype)[:40]}", path, "qconvert reads F32, F16 and BF16 checkpoints and GPTQ checkpoints")
     if not all(_is_count(d) for d in shape) or math.prod(d for d in shape if d) > _INT64_MAX or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
-        raise QConvertError(f"corrupt safetensors entry for tensor {_shown(name)}: shape {_shown(shape)}, data_offsets {_shown(offsets)}", path, REDOWNLOAD)
+        raise QConvertError(f"corrupt safetensors entry for tensor {quoted(name)}: shape {quoted(shape)}, data_offsets {quoted(offsets)}", path, REDOWNLOAD)
     begin, end = offsets
     nbytes = math.prod(shape) * _DTYPES[dtype][1]  # Python ints: no overflow
     if not begin <= end <= data_size or end - begin != nbytes:
         raise QConvertError(
-            f"tensor {_shown(name)} ({dtype} {_shown(tuple(shape))}: {nbytes:,} bytes; data_offsets [{begin:,}, {end:,})) lies outside the file "
+            f"tensor {quoted(name)} ({dtype} {quoted(tuple(shape))}: {nbytes:,} bytes; data_offsets [{begin:,}, {end:,})) lies outside the file "
             f"or disagrees with its shape ({data_size:,} bytes of data: truncated or corrupt)",
             path,
             REDOWNLOAD,
@@ -118,14 +118,8 @@ def read_index(index: Path, model_dir: Path) -> dict[str, str]:
     for name, shard in weight_map.items():
         plain = isinstance(shard, str) and shard not in ("", ".", "..") and Path(shard).name == shard and "\0" not in shard
         if not plain or len(shard.encode("utf-8", "surrogatepass")) > 255:  # NAME_MAX
-            raise QConvertError(f"safetensors index maps tensor {_shown(name)} to {_shown(shard)}, not a file name in {model_dir}", index, REDOWNLOAD)
+            raise QConvertError(f"safetensors index maps tensor {quoted(name)} to {quoted(shard)}, not a file name in {model_dir}", index, REDOWNLOAD)
     return weight_map
-
-
-def _shown(value) -> str:
-    """`value` for an error line, cut short: a damaged file can hold megabytes there."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class SafetensorsCheckpoint:
@@ -155,16 +149,16 @@ class SafetensorsCheckpoint:
                 raise QConvertError("shard named in the index is missing", shard, "re-download the checkpoint")
             for name, entry in read_header(shard).items():
                 if name in entries:
-                    raise QConvertError(f"tensor {_shown(name)} is in two shards, {entries[name].file.name} and {fname}", model_dir, REDOWNLOAD)
+                    raise QConvertError(f"tensor {quoted(name)} is in two shards, {entries[name].file.name} and {fname}", model_dir, REDOWNLOAD)
                 entries[name] = entry
         if weight_map is not None:
             missing = sorted(set(weight_map) - set(entries))
             if missing:
-                raise QConvertError(f"tensor {_shown(missing[0])} is in the index but in no shard", index, "re-download the checkpoint")
+                raise QConvertError(f"tensor {quoted(missing[0])} is in the index but in no shard", index, "re-download the checkpoint")
             misplaced = sorted(name for name, fname in weight_map.items() if entries[name].file.name != fname)
             if misplaced:
                 name = misplaced[0]
-                raise QConvertError(f"tensor {_shown(name)} is in {entries[name].file.name}, the index says {weight_map[name]}", index, REDOWNLOAD)
+                raise QConvertError(f"tensor {quoted(name)} is in {entries[name].file.name}, the index says {weight_map[name]}", index, REDOWNLOAD)
         return cls(entries)
 
     @property
@@ -182,7 +176,7 @@ class SafetensorsCheckpoint:
             rows = np.array(mm[start:end] if row_order is None else mm[row_order[start:end]])
             del mm
         except (OSError, ValueError) as exc:
-            raise QConvertError(f"cannot read tensor {_shown(name)}: {exc}", e.file) from exc
+            raise QConvertError(f"cannot read tensor {quoted(name)}: {exc}", e.file) from exc
         if e.dtype == "BF16":
             rows = bf16_bits_to_f32(rows)
         return rows

@@ -19,7 +19,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from qconvert.errors import QConvertError
+from qconvert.errors import QConvertError, quoted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,19 +169,13 @@ def _convert(value: object, tp: object, where: str, base: Path) -> object:
     elif tp is Path:
         if isinstance(value, str) and value:
             if "\0" in value:
-                raise QConvertError(f"the path {_shown(value)} holds a NUL character", where)
+                raise QConvertError(f"the path {quoted(value)} holds a NUL character", where)
             try:
                 return (base / Path(value).expanduser()).absolute()
             except RuntimeError as exc:  # "~user" of no such user, or no home directory
-                raise QConvertError(f"cannot expand {_shown(value)}: {exc}", where) from None
+                raise QConvertError(f"cannot expand {quoted(value)}: {exc}", where) from None
     got = type(value).__name__.replace("dict", "table").replace("str", "string").replace("list", "array")
-    raise QConvertError(f"must be {_type_name(tp)}, not {got} {_shown(value)}", where)
-
-
-def _shown(value: object) -> str:
-    """A value as an error line quotes it: its repr (one line, whatever it holds), cut short."""
-    text = repr(str(value) if isinstance(value, Path) else value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    raise QConvertError(f"must be {_type_name(tp)}, not {got} {quoted(value)}", where)
 
 
 def _exists(path: Path, where: str, is_file: bool = False) -> bool:
@@ -189,13 +183,13 @@ def _exists(path: Path, where: str, is_file: bool = False) -> bool:
     try:
         return path.is_file() if is_file else path.exists()
     except OSError as exc:
-        raise QConvertError(f"cannot look up {_shown(path)}: {exc.strerror or exc}", where) from None
+        raise QConvertError(f"cannot look up {quoted(path)}: {exc.strerror or exc}", where) from None
 
 
 def _unknown_key(key: str, valid: list[str], where: str) -> QConvertError:
     near = [v for v in valid if key.startswith(v) or v.startswith(key)] or difflib.get_close_matches(key, valid, n=1)
     hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(valid)}"
-    return QConvertError(f"unknown key {_shown(key)}", where, hint)
+    return QConvertError(f"unknown key {quoted(key)}", where, hint)
 
 
 def _section(cls: type, table: object, where: str, base: Path, defaults: object = None) -> object:
@@ -229,22 +223,22 @@ def _check(recipe: Recipe, where: str, prefix: str = "") -> None:
 
     model = recipe.model.path
     if not _exists(model / "config.json", f"{where}: {prefix or 'model.'}path", is_file=True):
-        raise QConvertError(f"no Hugging Face model folder (with config.json) at {_shown(model)}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
+        raise QConvertError(f"no Hugging Face model folder (with config.json) at {quoted(model)}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
     at = f"{where}: {prefix}"  # the start of every key in the errors below
     calibration = recipe.calibration
     for key, path in [("calibration.file", calibration.file), *((f"calibration.sources[{i}]", p) for i, p in enumerate(calibration.sources)), ("eval.text", recipe.eval.text)]:
         if path is not None and not _exists(path, f"{at}{key}"):
-            raise QConvertError(f"no such file or folder: {_shown(path)}", f"{at}{key}")
+            raise QConvertError(f"no such file or folder: {quoted(path)}", f"{at}{key}")
     if calibration.file is not None and calibration.sources:
         raise QConvertError("give either a calibration file or sources, not both", f"{at}calibration")
     if calibration.mode not in ("concat", "samples"):
-        raise QConvertError(f"unknown mode {_shown(calibration.mode)}", f"{at}calibration.mode", "choose concat or samples")
+        raise QConvertError(f"unknown mode {quoted(calibration.mode)}", f"{at}calibration.mode", "choose concat or samples")
     for key in ("n_samples", "seqlen"):
         if getattr(calibration, key) < 1:
             raise QConvertError("must be at least 1", f"{at}calibration.{key}")
     if recipe.gguf is not None:
         if recipe.gguf.imatrix not in (True, False, "both"):
-            raise QConvertError(f"must be true, false or \"both\", not {_shown(recipe.gguf.imatrix)}", f"{at}gguf.imatrix")
+            raise QConvertError(f"must be true, false or \"both\", not {quoted(recipe.gguf.imatrix)}", f"{at}gguf.imatrix")
         if not recipe.gguf.types:
             raise QConvertError("lists no types", f"{at}gguf.types", "name at least one, e.g. [\"q4_k_m\"]")
     gguf_types = [(f"gguf.types[{i}]", t) for i, t in enumerate(recipe.gguf.types if recipe.gguf else [])]
@@ -267,7 +261,7 @@ def _check(recipe: Recipe, where: str, prefix: str = "") -> None:
         elif not recipe.awq.gguf_types:
             raise QConvertError("asks for nothing: packed = false and no gguf_types", f"{at}awq")
     if recipe.run.device not in ("cpu", "cuda"):
-        raise QConvertError(f"unknown device {_shown(recipe.run.device)}", f"{at}run.device", "choose cpu or cuda")
+        raise QConvertError(f"unknown device {quoted(recipe.run.device)}", f"{at}run.device", "choose cpu or cuda")
     if recipe.eval.ctx < 8 or recipe.eval.ctx % 2 or recipe.eval.chunks < 0 or recipe.run.threads < 0:
         bad = "eval.ctx" if recipe.eval.ctx < 8 or recipe.eval.ctx % 2 else "eval.chunks" if recipe.eval.chunks < 0 else "run.threads"
         raise QConvertError("out of range (ctx: an even number of at least 8; chunks and threads: 0 or more)", f"{at}{bad}")
@@ -333,7 +327,7 @@ def _check_names(recipe: Recipe, at: str) -> None:
     """The model's name and variant name files and folders of the run: no '/', no leading '.'."""
     for key, text in (("name", recipe.name), ("variant", recipe.model.variant)):
         if "/" in text or text.startswith(".") or "\0" in text:
-            raise QConvertError(f"{_shown(text)} cannot name a folder (no '/', no leading '.')", f"{at}.{key}")
+            raise QConvertError(f"{quoted(text)} cannot name a folder (no '/', no leading '.')", f"{at}.{key}")
 
 
 def load_recipe(path: Path) -> Release:

@@ -122,6 +122,24 @@ def test_the_file_has_llama_quantizes_tensors_only_rounded_otherwise(q4_k_m_pair
     assert {p.split(" ")[0] for p in problems} == rounded  # every decoder-layer weight rounded anew, nothing else changed
 
 
+def test_legacy_typed_embeddings_get_the_searched_fit(identity_hessian, llama_tools, fixture_f16, small_calib, q4_k_m_pair, tmp_path):
+    """A Q4_0 token_embd is fitted with unit importance (each block's scale searched for the least
+    squared error) where llama-quantize uses its max/-8 rule; the entry is in the run's matrix, so
+    llama-quantize --imatrix with it writes the same bytes. A k-quant token_embd keeps llama.cpp's rule."""
+    ours = gptq_gguf(FIXTURE, tmp_path / "ours.gguf", FileType.Q4_0, small_calib, tmp_path / "imatrix.gguf")
+    entry = read_imatrix(tmp_path / "imatrix.gguf").entries["token_embd.weight"]
+    assert (entry.in_sum2 == 1).all() and (entry.counts == 1).all()
+    assert differences(ours, llama_quantize(fixture_f16, tmp_path / "with-matrix.gguf", FileType.Q4_0, tmp_path / "imatrix.gguf")) == []
+    plain = llama_quantize(fixture_f16, tmp_path / "plain.gguf", FileType.Q4_0)
+    original = np.asarray(tensor_table(fixture_f16)["token_embd.weight"].data, dtype=np.float32)
+    error = {}
+    for name, path in (("ours", ours), ("llama-quantize", plain)):
+        t = tensor_table(path)["token_embd.weight"]
+        error[name] = float(((kernels.dequantize(np.asarray(t.data), t.tensor_type, original.shape[1]) - original) ** 2).sum())
+    assert error["ours"] < 0.97 * error["llama-quantize"], error
+    assert "token_embd.weight" not in read_imatrix(q4_k_m_pair[0].parent / "imatrix.gguf").entries
+
+
 TINY_LLAMA = FIXTURE.parent / "tiny-llama"
 
 

@@ -377,12 +377,13 @@ def _recipe_kind(work: Path, hf_model: Path) -> Kind:
     data, matrix = (folder / "recipe.toml").read_bytes(), (folder / "matrix.toml").read_bytes()
 
     def cases(n: int, rng: random.Random) -> Iterator[Case]:
-        n_cut, n_bytes, n_matrix = n // 10, n // 5, n // 4
-        yield from truncations(data, toml_fields(data), n_cut)
+        n_bytes, n_matrix = n // 5, n // 4
+        cuts = truncations(data, toml_fields(data), n // 10)  # fewer where the recipe has fewer boundaries
+        yield from cuts
         yield from byte_mutations(data, toml_fields(data), n_bytes, rng)
         for case in toml_mutations(matrix, n_matrix, rng):
             yield Case("matrix " + case.name, case.data)
-        yield from toml_mutations(data, n - n_cut - n_bytes - n_matrix, rng)
+        yield from toml_mutations(data, n - len(cuts) - n_bytes - n_matrix, rng)
 
     def run(p: Path) -> None:
         plan = build_plan(load_recipe(p))
