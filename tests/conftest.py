@@ -85,6 +85,16 @@ CALIB_ARGS = ("--n-samples", "64", "--seqlen", "256")
 
 
 @pytest.fixture(scope="session")
+def small_calib(tmp_path_factory) -> Path:
+    """2,048 tokens of the fixture's tokenizer, the least the layer-wise driver takes: for runs that
+    check a format, an error or an exact identity, not the quality of the statistics."""
+    out = tmp_path_factory.mktemp("small-calib") / "calib.safetensors"
+    result = run_cli("calib", FIXTURE, "-o", out, "--n-samples", "16", "--seqlen", "128")
+    assert result.rc == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def calib_file(tmp_path_factory) -> Path:
     """A calibration file of the fixture's tokenizer, for GPTQ, AWQ and the random Llama models."""
     out = tmp_path_factory.mktemp("calib") / "calib.safetensors"

@@ -28,6 +28,7 @@ else:  # pragma: no cover
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EVAL_TEXT = REPO_ROOT / "calibration" / "eval" / "heldout-en.txt"
+PATH_CHARS = 200  # a path in an error line is what the user must find: quoted longer than other values
 
 
 @dataclass(frozen=True)
@@ -169,11 +170,11 @@ def _convert(value: object, tp: object, where: str, base: Path) -> object:
     elif tp is Path:
         if isinstance(value, str) and value:
             if "\0" in value:
-                raise QConvertError(f"the path {quoted(value)} holds a NUL character", where)
+                raise QConvertError(f"the path {quoted(value, PATH_CHARS)} holds a NUL character", where)
             try:
                 return (base / Path(value).expanduser()).absolute()
             except RuntimeError as exc:  # "~user" of no such user, or no home directory
-                raise QConvertError(f"cannot expand {quoted(value)}: {exc}", where) from None
+                raise QConvertError(f"cannot expand {quoted(value, PATH_CHARS)}: {exc}", where) from None
     got = type(value).__name__.replace("dict", "table").replace("str", "string").replace("list", "array")
     raise QConvertError(f"must be {_type_name(tp)}, not {got} {quoted(value)}", where)
 
@@ -183,7 +184,7 @@ def _exists(path: Path, where: str, is_file: bool = False) -> bool:
     try:
         return path.is_file() if is_file else path.exists()
     except OSError as exc:
-        raise QConvertError(f"cannot look up {quoted(path)}: {exc.strerror or exc}", where) from None
+        raise QConvertError(f"cannot look up {quoted(path, PATH_CHARS)}: {exc.strerror or exc}", where) from None
 
 
 def _unknown_key(key: str, valid: list[str], where: str) -> QConvertError:
@@ -223,12 +224,12 @@ def _check(recipe: Recipe, where: str, prefix: str = "") -> None:
 
     model = recipe.model.path
     if not _exists(model / "config.json", f"{where}: {prefix or 'model.'}path", is_file=True):
-        raise QConvertError(f"no Hugging Face model folder (with config.json) at {quoted(model)}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
+        raise QConvertError(f"no Hugging Face model folder (with config.json) at {quoted(model, PATH_CHARS)}", f"{where}: {prefix or 'model.'}path", "give the folder of a safetensors checkpoint")
     at = f"{where}: {prefix}"  # the start of every key in the errors below
     calibration = recipe.calibration
     for key, path in [("calibration.file", calibration.file), *((f"calibration.sources[{i}]", p) for i, p in enumerate(calibration.sources)), ("eval.text", recipe.eval.text)]:
         if path is not None and not _exists(path, f"{at}{key}"):
-            raise QConvertError(f"no such file or folder: {quoted(path)}", f"{at}{key}")
+            raise QConvertError(f"no such file or folder: {quoted(path, PATH_CHARS)}", f"{at}{key}")
     if calibration.file is not None and calibration.sources:
         raise QConvertError("give either a calibration file or sources, not both", f"{at}calibration")
     if calibration.mode not in ("concat", "samples"):

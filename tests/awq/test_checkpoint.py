@@ -77,10 +77,10 @@ def test_load_gives_the_unpacked_weights(awq_4bit):
                 assert np.array_equal(model.get_submodule(prefix).bias.detach().numpy(), tensors[f"{prefix}.bias"].astype(np.float32))
 
 
-def test_real_model_shapes_gqa_tied(tmp_path, calib_file):
+def test_real_model_shapes_gqa_tied(tmp_path, small_calib):
     """Hidden 576 with group size 64 (128 would not divide it), 9 heads over 3 KV heads, tied embeddings."""
     model_dir = make_random_llama(tmp_path / "llama576")
-    out = awq_cli(tmp_path / "awq", "--calib", calib_file, "--group-size", "64", model=model_dir)
+    out = awq_cli(tmp_path / "awq", "--calib", small_calib, "--group-size", "64", model=model_dir)
     tensors = read_tensors(out)
     assert tensors["model.layers.0.self_attn.k_proj.qweight"].shape == (576, 24)
     assert tensors["model.layers.0.mlp.down_proj.scales"].shape == (24, 576)

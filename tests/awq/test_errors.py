@@ -27,12 +27,12 @@ def test_bad_options(tmp_path, args, message):
     assert_one_error(run_cli("awq", FIXTURE, "-o", out_parent / "q", *args), message, out_parent)
 
 
-def test_group_size_the_gemm_format_cannot_hold_names_the_ones_that_fit(tmp_path, calib_file):
+def test_group_size_the_gemm_format_cannot_hold_names_the_ones_that_fit(tmp_path, small_calib):
     model = make_random_llama(tmp_path / "llama576")  # hidden 576, ffn 1536
     out_parent = tmp_path / "out"
     out_parent.mkdir()
-    result = run_cli("awq", model, "--calib", calib_file, "-o", out_parent / "q", "--group-size", "128")
+    result = run_cli("awq", model, "--calib", small_calib, "-o", out_parent / "q", "--group-size", "128")
     assert_one_error(result, "group size 128 does not divide", out_parent)
     assert "group sizes that fit every width (576, 1536): 16, 32, 64, -1" in result.stderr
     # the fp16 export takes it: the last group of each row is partial
-    assert run_cli("awq", model, "--calib", calib_file, "-o", out_parent / "q", "--group-size", "128", "--export-compatible").rc == 0
+    assert run_cli("awq", model, "--calib", small_calib, "-o", out_parent / "q", "--group-size", "128", "--export-compatible").rc == 0

@@ -35,14 +35,6 @@ from tests.quant.gguf_compare import differences, metadata_differences, tensor_t
 QUANTIZED = [t for t in FileType if FILE_TYPES[t].quantized]
 
 
-@pytest.fixture(scope="module")
-def small_calib(tmp_path_factory) -> Path:
-    """Enough tokens for the driver (2,048): the identity runs need no statistics, only a run."""
-    out = tmp_path_factory.mktemp("small-calib") / "calib.safetensors"
-    assert run_cli("calib", FIXTURE, "-o", out, "--n-samples", "16", "--seqlen", "128").rc == 0
-    return out
-
-
 @pytest.fixture
 def identity_hessian(monkeypatch):
     monkeypatch.setattr(Hessian, "matrix", lambda self: torch.eye(self.upper.shape[0]))

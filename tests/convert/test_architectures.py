@@ -51,10 +51,10 @@ def test_one_step_quantized_matches_llama_quantize(arch, tmp_path, file_type):
 
 
 @pytest.mark.parametrize("method", ["gptq", "awq"])
-def test_gptq_and_awq_checkpoints_load_in_transformers(arch, calib_file, tmp_path, method):
+def test_gptq_and_awq_checkpoints_load_in_transformers(arch, small_calib, tmp_path, method):
     _, model, _, _ = arch
     out = tmp_path / method
-    result = run_cli(method, model, "--calib", calib_file, "--group-size", "32", "-o", out)
+    result = run_cli(method, model, "--calib", small_calib, "--group-size", "32", "-o", out)
     assert result.rc == 0, result.stderr
     quantized, original = load(out), load(model)
     ids = torch.arange(64).reshape(1, -1)
@@ -64,21 +64,21 @@ def test_gptq_and_awq_checkpoints_load_in_transformers(arch, calib_file, tmp_pat
     assert 0 < kld < 0.5, kld  # quantized, and still the same model
 
 
-def test_imatrix_covers_every_linear(arch, calib_file, tmp_path):
+def test_imatrix_covers_every_linear(arch, small_calib, tmp_path):
     _, model, f16, _ = arch
     out = tmp_path / "imatrix.gguf"
-    assert run_cli("imatrix", model, "--calib", calib_file, "-o", out).rc == 0
+    assert run_cli("imatrix", model, "--calib", small_calib, "-o", out).rc == 0
     names = set(read_imatrix(out).entries)
     assert len(names) == 2 * 7 and "blk.1.ffn_down.weight" in names
     assert run_cli("quantize", f16, tmp_path / "q4_k_m.gguf", "q4_k_m", "--imatrix", out).rc == 0
 
 
 @needs_gptqmodel
-def test_gptq_checkpoint_loads_in_transformers_with_gptqmodel_kernels(arch, calib_file, tmp_path):
+def test_gptq_checkpoint_loads_in_transformers_with_gptqmodel_kernels(arch, small_calib, tmp_path):
     """transformers (GPTQModel's CPU kernels) against our dense unpacking, to 0.5% of the largest
     logit: measured up to 0.37% on these random models (0.2% on the trained fixture), the kernels'
     rounding; a wrong layout would be off by whole logits."""
     _, model, _, _ = arch
     out = tmp_path / "gptq"
-    assert run_cli("gptq", model, "--calib", calib_file, "--group-size", "32", "-o", out).rc == 0
+    assert run_cli("gptq", model, "--calib", small_calib, "--group-size", "32", "-o", out).rc == 0
     assert_transformers_matches_our_unpacking(out, tmp_path, tolerance=5e-3)

@@ -56,14 +56,14 @@ def test_quantized_input_is_refused(command, tmp_path, out_parent, calib_file):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_existing_output_is_kept_without_force(command, tmp_path, calib_file):
+def test_existing_output_is_kept_without_force(command, tmp_path, small_calib):
     out = tmp_path / "q"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    result = run_cli(command, FIXTURE, "--calib", calib_file, "-o", out)
+    result = run_cli(command, FIXTURE, "--calib", small_calib, "-o", out)
     assert result.rc == 2 and "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert (out / "precious.txt").read_text() == "keep me"
-    result = run_cli(command, FIXTURE, "--calib", calib_file, "-o", out, "--force")
+    result = run_cli(command, FIXTURE, "--calib", small_calib, "-o", out, "--force")
     assert result.rc == 0, result.stderr
     assert (out / "config.json").is_file() and not (out / "precious.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
