@@ -170,5 +170,3 @@ def open_checkpoint(model_dir: Path, raw_config: dict[str, Any]) -> Checkpoint:
     if bits not in (2, 3, 4, 8):
         raise QConvertError(f"GPTQ bits {bits} is not 2, 3, 4 or 8", where)
     return DequantizedCheckpoint(ckpt, gptq_format(bits, _GPTQ_ZERO_OFFSET[fmt]))
-
-
