@@ -58,6 +58,18 @@ def encode_rows(values: np.ndarray, out_type: GGMLQuantizationType, threads: int
     return kernels.quantize(values, out_type, threads, importance)
 
 
+def decoded_rows(t: TensorSource, ids: np.ndarray, threads: int) -> np.ndarray:
+    """Rows `ids` (sorted, unique) of a 2-D block-typed tensor as a reader of the file will decode
+    them: each row is encoded alone, so these are the written rows' values."""
+    step, picked = _slab_rows(t), []
+    for start in range(0, t.n_rows, step):
+        wanted = ids[(ids >= start) & (ids < start + step)]
+        if len(wanted):
+            picked.append(t.read_rows(start, min(start + step, t.n_rows))[wanted - start])
+    values = np.ascontiguousarray(np.concatenate(picked), dtype=np.float32)
+    return kernels.dequantize(encode_rows(values, t.out_type, threads, t.importance), t.out_type, t.row_len)
+
+
 def _slab_rows(t: TensorSource) -> int:
     return max(1, SLAB_VALUES // max(1, t.row_len))
 

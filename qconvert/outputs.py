@@ -52,6 +52,18 @@ def write_error(exc: OSError, path: Path) -> QConvertError:
 
 
 @contextmanager
+def spilling_beside(path: Path) -> Iterator[None]:
+    """Work that spills temporary files into the output's folder before the output is written (the
+    solved tensors of `gguf --gptq`): a full disk there is the output's write error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_SPACE or _disk_full(exc, path):
+            raise write_error(exc, path) from exc
+        raise
+
+
+@contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; it becomes `path` only if the block completes."""
     path = Path(path)

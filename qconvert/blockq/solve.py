@@ -31,6 +31,9 @@ class BlockGPTQConfig:
     damp_percent: float = 0.01  # of the mean Hessian diagonal, added before inverting (more while it fails)
     refit: bool = True  # fit each block's parameters when the column loop reaches it; False: up front, on the original weights
     act_order: bool = False  # columns in decreasing Hessian diagonal (needs refit=False: the block layout is fixed)
+    # fit each linear's outputs on its rounded-model inputs to the original model's outputs on the
+    # original inputs (the error of earlier rounding compensated too), not to its own weights' outputs
+    asymmetric: bool = True
 
 
 class BlockFitter:
@@ -127,3 +130,15 @@ def quantize_blocks(weight: torch.Tensor, hinv: torch.Tensor, qtype: GGMLQuantiz
 def act_order(hessian: torch.Tensor) -> torch.Tensor:
     """GPTQ's act-order: the columns by decreasing Hessian diagonal."""
     return torch.argsort(torch.diag(hessian), descending=True)
+
+
+def asymmetric_shift(cross: torch.Tensor, hinv: torch.Tensor, perm: torch.Tensor | None = None) -> torch.Tensor:
+    """S such that W' = W + W·S is the weight whose outputs on the rounded model's inputs X best
+    match the original model's, W·X₀: W' = W·X₀Xᵀ(XXᵀ)⁻¹ = W + W·(X₀ − X)Xᵀ·H⁻¹. For any Q,
+    ‖QX − WX₀‖² = ‖(Q − W')X‖² + const, so GPTQ on W' with the same Hessian solves the asymmetric
+    objective. `cross`: 2·(X₀ − X)Xᵀ/n, scaled as the Hessian is; hinv: the solve's hessian_factor()
+    (UᵀU = the damped H⁻¹), of the act-order permuted Hessian if `perm` is given. One S serves every
+    linear that reads the same input."""
+    if perm is None:
+        return (cross @ hinv.t()) @ hinv
+    return ((cross[:, perm] @ hinv.t()) @ hinv)[:, torch.argsort(perm)]

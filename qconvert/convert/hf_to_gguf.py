@@ -23,13 +23,14 @@ from qconvert.convert.arch import DENSE_FFN, F32_TENSORS, ArchSpec, arch_spec, e
 from qconvert.convert.moe import ExpertStack, check_moe_layout, expert_stacks, read_stacked
 from qconvert.convert.rope import check_rope_scaling, llama3_rope_factors, rope_kind, write_rope_scaling
 from qconvert.errors import QConvertError, quoted
-from qconvert.gguf_stream import TensorSource, write_gguf
+from qconvert.gguf_stream import TensorSource, decoded_rows, write_gguf
 from qconvert.hf.config import ModelConfig
 from qconvert.hf.dequantized import Checkpoint, open_checkpoint
 from qconvert.hf.tokenizer import load_gguf_vocab, write_vocab
 from qconvert.imatrix.file import ImportanceMatrix, read_imatrix, write_imatrix
 from qconvert.numeric import default_threads
-from qconvert.outputs import atomic_output, check_output_path
+from qconvert.outputs import atomic_output, check_output_path, spilling_beside
+from qconvert.quant import kernels
 from qconvert.quant.file_types import FILE_TYPES, QUANTIZATION_VERSION, FileType
 from qconvert.quant.importance import attach_importance, write_imatrix_metadata
 from qconvert.quant.tensor_types import ModelShape, tensor_type
@@ -247,15 +248,21 @@ def _awq_scaled(model_dir: Path, work_dir: Path, options: ConvertOptions) -> Pat
 def _solve_in_blocks(model_dir: Path, out_path: Path, plan: list[TensorSource], config: ModelConfig, spec: ArchSpec, options: ConvertOptions):
     """GPTQ inside the blocks (qconvert.blockq): the plan with the decoder layers' solved bytes, and
     the importance matrix the block fits used."""
-    from qconvert.blockq.run import solve_model, with_solved, with_uniform_embeddings
+    from qconvert.blockq.run import embedding_importance, solve_model, with_solved, with_uniform_embeddings
     from qconvert.blockq.solve import BlockGPTQConfig
 
     types = {t.name: t.out_type for t in plan}
     given = read_imatrix(options.imatrix) if options.imatrix is not None else None
     if given is not None:
         attach_importance(plan, given, options.imatrix)  # refuses a matrix of another model before any work
-    solved = solve_model(model_dir, options.calib, lambda name, shape: types[name], BlockGPTQConfig(), out_path.parent, given, _run_options(options))
-    if given is None and "output.weight" in types:  # untied only: a tied token_embd is also the output matrix, a product with inputs of its own
+    tied = "output.weight" not in types
+    embd = next(t for t in plan if t.name == "token_embd.weight")
+    embedding_rows = None
+    if embd.out_type in kernels.BLOCK_TYPES:  # the first layer calibrated on the embeddings the file computes with
+        embd = replace(embd, importance=embedding_importance(given, embd.out_type, config.hidden_size, tied))
+        embedding_rows = partial(decoded_rows, embd, threads=options.threads or default_threads())
+    solved = solve_model(model_dir, options.calib, lambda name, shape: types[name], BlockGPTQConfig(), out_path.parent, given, _run_options(options), embedding_rows)
+    if given is None and not tied:
         solved = replace(solved, importance=with_uniform_embeddings(solved.importance, types["token_embd.weight"], config.hidden_size))
 
     def row_order(name: str, n_rows: int) -> np.ndarray | None:
@@ -300,7 +307,8 @@ def _convert(model_dir: Path, name: str, out_path: Path, options: ConvertOptions
     solved = None
     if options.gptq:
         plan = plan_tensors(ckpt, config, spec, options.file_type, has_imatrix=True)
-        plan, solved = _solve_in_blocks(model_dir, out_path, plan, config, spec, options)
+        with spilling_beside(out_path):
+            plan, solved = _solve_in_blocks(model_dir, out_path, plan, config, spec, options)
         imatrix, where = solved.importance, options.imatrix or model_dir
         if options.imatrix_out is not None:
             write_imatrix(options.imatrix_out, imatrix, options.force)

@@ -10,6 +10,11 @@ per sub-layer group; AWQ and the importance matrix need one stage for the whole 
 The next layer reads either this layer's outputs recomputed after the algorithm changed it
 (GPTQ: the quantization error of earlier layers is seen by later ones), or the outputs of the
 layer as loaded, taken from the first stage's pass (AWQ, as AutoAWQ does).
+
+An algorithm that fits the changed layers to the original model's outputs (`gguf --gptq`'s
+asymmetric target) also gets a reference stream: the model as loaded, run layer by layer on the
+checkpoint's embeddings, its linears' inputs observed before each layer's stages. The changed
+stream then starts from the embedding rows the quantized file will hold, where given.
 """
 
 import logging
@@ -29,7 +34,7 @@ from qconvert.convert.arch import DecoderBlock
 from qconvert.hf.safetensors_reader import SafetensorsCheckpoint
 from qconvert.layerwise.heap import activations_on_heap, map_large_blocks, return_freed_memory
 from qconvert.layerwise.reuse import OutputCache
-from qconvert.layerwise.skeleton import LayerInputs, ModelSkeleton, StopForward
+from qconvert.layerwise.skeleton import EmbeddingRows, LayerInputs, ModelSkeleton, StopForward
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,10 @@ class LayerAlgorithm(Protocol):
     def finish_layer(self, layer_index: int, layer: nn.Module) -> None:
         """The layer is done and its outputs computed; it is released after this returns."""
 
+    # Optional: `reference_stream = True` and
+    # observe_reference(layer_index, group, x, mask): the input of `group`'s linears for one batch
+    # in the model as loaded, called for every batch before the layer's first stage is observed.
+
 
 @dataclass(frozen=True)
 class DriverOptions:
@@ -78,16 +87,27 @@ class DriverOptions:
     desc: str = "layers"
 
 
-def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpoint, calib: CalibrationSet, algorithm: LayerAlgorithm, options: DriverOptions) -> None:
+def run_layerwise(model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpoint, calib: CalibrationSet, algorithm: LayerAlgorithm, options: DriverOptions,
+                  embedding_rows: EmbeddingRows | None = None) -> None:
+    """`embedding_rows`: the calibration tokens' input embeddings as the quantized model will hold
+    them, for the first layer's inputs (the checkpoint's rows otherwise). An algorithm with
+    `reference_stream` set also sees the model as loaded run on the checkpoint's embeddings
+    (`observe_reference`), each layer before `observe`."""
     map_large_blocks()
     skeleton = ModelSkeleton(model_dir, block, ckpt, options.device, options.dtype)
     batch = max(1, BATCH_TOKENS // calib.seqlen)
-    inputs = skeleton.capture_inputs(calib.input_ids, calib.attention_mask, batch)
+    inputs = skeleton.capture_inputs(calib.input_ids, calib.attention_mask, batch, embedding_rows)
+    reference = None
+    if getattr(algorithm, "reference_stream", False):
+        reference = inputs.hidden if embedding_rows is None else skeleton.capture_inputs(calib.input_ids, calib.attention_mask, batch).hidden
     tails: dict = {}  # which child ends in which linear, learned on the first layer (OutputCache)
     started = time.perf_counter()
     bar = tqdm(range(skeleton.num_layers), desc=options.desc, unit="layer", disable=not options.progress)
     for index in bar:
         layer = skeleton.load_layer(index)
+        if reference is not None:
+            with torch.inference_mode(), activations_on_heap():
+                reference = _observe_reference(layer, index, block, inputs, reference, algorithm)
         # one pass per stage in GPTQ's mode: modules whose weights did not change are not rerun
         cache = None if algorithm.propagate_original else OutputCache(layer, block.linears, tails)
         forward = partial(_forward, layer, index, inputs, cache)
@@ -165,3 +185,31 @@ def _observe(
         for h in handles:
             h.remove()
     return outputs if keep_outputs else None
+
+
+def _observe_reference(layer: nn.Module, index: int, block: DecoderBlock, inputs: LayerInputs, reference: list[torch.Tensor], algorithm: LayerAlgorithm) -> list[torch.Tensor]:
+    """The layer as loaded on the reference stream: every group's input handed to
+    `algorithm.observe_reference` (the first call of each group in a pass), the layer's outputs returned."""
+    seen: set[Group] = set()
+    b = 0
+
+    def hook_for(group: Group) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if group not in seen and args[0].dim() == 3:  # routed experts' tokens differ between the streams: left out
+                algorithm.observe_reference(index, group, args[0], inputs.token_mask[b])
+                seen.add(group)
+
+        return hook
+
+    groups = [group for stage in block.stages for group in stage]
+    handles = [layer.get_submodule(name).register_forward_pre_hook(hook_for(group)) for group in groups for name in group]
+    outputs = []
+    try:
+        for b in range(len(reference)):
+            seen.clear()
+            out = layer(reference[b], **inputs.kwargs[b][index])
+            outputs.append(out[0] if isinstance(out, tuple) else out)
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs

@@ -47,6 +47,9 @@ class LayerInputs:
     kwargs: list[list[dict[str, Any]]]  # per batch, per layer: attention mask, position embeddings, ...
 
 
+EmbeddingRows = tuple[torch.Tensor, torch.Tensor]  # token ids (n,), and their input-embedding rows (n, hidden)
+
+
 class ModelSkeleton:
     def __init__(self, model_dir: Path, block: DecoderBlock, ckpt: SafetensorsCheckpoint, device: torch.device, dtype: torch.dtype):
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -85,11 +88,16 @@ class ModelSkeleton:
     def release_layer(self, index: int) -> None:
         self.layers[index].to("meta")
 
-    def capture_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int) -> LayerInputs:
-        """Run the embedding (and whatever else precedes layer 0) on every calibration batch."""
+    def capture_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int, embedding_rows: EmbeddingRows | None = None) -> LayerInputs:
+        """Run the embedding (and whatever else precedes layer 0) on every calibration batch; with
+        `embedding_rows` written over the checkpoint's rows of those tokens."""
         inner = self.model.get_submodule(self.block.layers_path.rsplit(".", 1)[0])
         embed = self.model.get_input_embeddings()
         self._materialize(embed, next(name for name, m in self.model.named_modules() if m is embed))
+        if embedding_rows is not None:
+            ids, rows = embedding_rows
+            with torch.no_grad():
+                embed.weight[ids.to(self.device)] = rows.to(self.device, self.dtype)
         rotary = getattr(inner, "rotary_emb", None)
         if rotary is not None:  # its tables are computed at construction: build it again off the meta device
             with torch.device(self.device):

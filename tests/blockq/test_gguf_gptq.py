@@ -19,6 +19,7 @@ import pytest
 import torch
 from gguf import GGUFReader
 
+from qconvert.blockq import run as blockq_run
 from qconvert.blockq.solve import BlockGPTQConfig, hessian_factor, quantize_blocks
 from qconvert.calib.types import CalibInput
 from qconvert.convert.hf_to_gguf import ConvertOptions, convert_hf_to_gguf
@@ -37,7 +38,10 @@ QUANTIZED = [t for t in FileType if FILE_TYPES[t].quantized]
 
 @pytest.fixture
 def identity_hessian(monkeypatch):
+    """Nothing to compensate: the identity Hessian, and each linear fitted to its own weights' outputs
+    (the asymmetric target, which compensates the rounding upstream, left out)."""
     monkeypatch.setattr(Hessian, "matrix", lambda self: torch.eye(self.upper.shape[0]))
+    monkeypatch.setattr(blockq_run, "asymmetric_shift", lambda cross, *args: torch.zeros_like(cross))
 
 
 def gptq_gguf(model: Path, out: Path, file_type: FileType, calib: Path, imatrix_out: Path | None = None) -> Path:
@@ -145,14 +149,14 @@ def trained(fixture_f16, calib_file, tmp_path_factory) -> dict[str, tuple[Path, 
 
 
 @pytest.mark.parametrize(("model", "file_type", "most"), [
-    ("tiny-qwen2", FileType.Q4_0, 0.93), ("tiny-qwen2", FileType.Q3_K_M, 0.93), ("tiny-qwen2", FileType.Q4_K_M, 0.93),
+    ("tiny-qwen2", FileType.Q4_0, 0.8), ("tiny-qwen2", FileType.Q3_K_M, 0.8), ("tiny-qwen2", FileType.Q4_K_M, 0.8),
     ("tiny-llama", FileType.Q4_0, 0.6), ("tiny-llama", FileType.Q4_K_M, 0.8),
 ], ids=lambda v: v.value if isinstance(v, FileType) else str(v))
 def test_error_compensation_brings_the_file_closer_to_f16(llama_tools, trained, tmp_path, model, file_type, most):
-    """Against llama-quantize with the same importance matrix: only the rounding differs. Against
-    llama-imatrix's matrix `make bench-blockq` measured, in mean KL divergence, tiny-qwen2 −20%, −29%,
-    −17% (its embeddings, which no route can weight by inputs, carry most of what is left) and tiny-llama
-    (Q/K rows in llama.cpp's RoPE order, most rows on Q5_0) −71%, −47%."""
+    """Against llama-quantize with the same importance matrix: only the rounding differs. Measured
+    here: tiny-qwen2 0.74, 0.65, 0.71 of its mean KL divergence (the bound was 0.93 before the
+    asymmetric target compensated the embeddings' rounding in the layers). Against llama-imatrix's matrix see `make bench-blockq`;
+    tiny-llama has Q/K rows in llama.cpp's RoPE order and most rows on Q5_0."""
     model_dir, f16, calib = trained[model]
     ours = gptq_gguf(model_dir, tmp_path / "ours.gguf", file_type, calib, tmp_path / "imatrix.gguf")
     reference = llama_quantize(f16, tmp_path / "reference.gguf", file_type, tmp_path / "imatrix.gguf")

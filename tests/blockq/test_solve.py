@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qconvert import _native
-from qconvert.blockq.solve import BlockGPTQConfig, act_order, hessian_factor, quantize_blocks
+from qconvert.blockq.solve import BlockGPTQConfig, act_order, asymmetric_shift, hessian_factor, quantize_blocks
 from qconvert.ggml_types import GGMLQuantizationType as T
 from qconvert.quant import kernels
 
@@ -83,3 +83,21 @@ def test_a_moved_weight_takes_the_nearest_level_of_its_block():
 def test_act_order_needs_fixed_block_parameters(weight):
     with pytest.raises(ValueError, match="refit=False"):
         quantize_blocks(torch.from_numpy(weight), torch.eye(N_IN), T.Q4_0, None, BlockGPTQConfig(), perm=torch.arange(N_IN))
+
+
+@pytest.mark.parametrize("order", ["columns in order", "act-order"])
+def test_the_asymmetric_target_is_the_least_squares_fit_to_the_original_outputs(weight, order):
+    """W' = argmin ‖W'X − W·X₀‖ (X: the rounded model's inputs, X₀: the original's), by torch's
+    least-squares solver; so ‖QX − W·X₀‖ is smallest where ‖(Q − W')X‖ is, GPTQ's own objective."""
+    rng = np.random.default_rng(2)
+    x0 = torch.from_numpy(rng.standard_normal((4000, N_IN)).astype(np.float32)) * torch.from_numpy(rng.uniform(0.2, 3, N_IN).astype(np.float32))
+    x = x0 + 0.1 * torch.from_numpy(rng.standard_normal((4000, N_IN)).astype(np.float32)) + 0.05 * x0.roll(1, dims=1)
+    w, h = torch.from_numpy(weight), 2 * x.T @ x / len(x)
+    perm = act_order(h) if order == "act-order" else None
+    hinv = hessian_factor(h if perm is None else h[perm][:, perm], 0.0, "test")
+    ours = w + w @ asymmetric_shift(2 * (x0 - x).T @ x / len(x), hinv, perm)
+    fit = torch.linalg.lstsq(x.double(), (x0 @ w.T).double()).solution.T.float()
+    torch.testing.assert_close(ours, fit, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(ours, w, atol=1e-2)
+    # with identical inputs there is nothing to compensate
+    assert torch.equal(w + w @ asymmetric_shift(torch.zeros(N_IN, N_IN), hinv, perm), w)

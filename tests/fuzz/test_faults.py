@@ -17,13 +17,15 @@ from tests.fuzz.conftest import can_mount_tmpfs
 # Bytes any one file may grow to, per writer: below each output's size (the small model's GGUFs
 # ~0.6-1.1 MB, GPTQ and AWQ folders ~0.8 MB and the 257 KB tokenizer.json, a 16 × 128 calibration
 # set 34 KB, its importance matrix ~6 KB).
-FILE_LIMIT = {"gguf": 48 << 10, "quantize": 48 << 10, "calib": 8 << 10, "imatrix": 2 << 10, "gptq": 48 << 10, "awq": 48 << 10}
+FILE_LIMIT = {"gguf": 48 << 10, "gguf-gptq": 48 << 10, "quantize": 48 << 10, "calib": 8 << 10, "imatrix": 2 << 10, "gptq": 48 << 10, "awq": 48 << 10}
 
 
 def _writer_args(writer: str, model: Path, f16: Path, calib: Path, out: Path) -> list:
     # small settings: the point is the write, not the quality
     return {
         "gguf": ["gguf", model, "-o", out, "--type", "q8_0"],
+        # the solve spills its tensors and the original model's activations beside the output first
+        "gguf-gptq": ["gguf", model, "--calib", calib, "--gptq", "-o", out, "--type", "q8_0"],
         "quantize": ["quantize", f16, out, "q8_0"],
         "calib": ["calib", model, "-o", out, "--n-samples", "16", "--seqlen", "128"],
         "imatrix": ["imatrix", model, "--calib", calib, "-o", out],
@@ -32,7 +34,7 @@ def _writer_args(writer: str, model: Path, f16: Path, calib: Path, out: Path) ->
     }[writer]
 
 
-OUTPUT_NAMES = {"gguf": "m.gguf", "quantize": "q.gguf", "calib": "c.safetensors", "imatrix": "i.gguf", "gptq": "gptq-out", "awq": "awq-out"}
+OUTPUT_NAMES = {"gguf": "m.gguf", "gguf-gptq": "g.gguf", "quantize": "q.gguf", "calib": "c.safetensors", "imatrix": "i.gguf", "gptq": "gptq-out", "awq": "awq-out"}
 
 
 def _assert_clean_failure(proc: subprocess.CompletedProcess, out: Path, words: tuple[str, ...]) -> None:
