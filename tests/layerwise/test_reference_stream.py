@@ -87,16 +87,9 @@ def streams():
 
 @pytest.mark.parametrize("layer", [0, 1, 3])
 @pytest.mark.parametrize("group", WATCHED, ids=["qkv", "down"])
-def test_the_reference_stream_is_the_model_as_loaded(streams, layer, group):
-    recording, original, _ = streams
-    ours = torch.cat(recording.reference[(layer, group)])
-    torch.testing.assert_close(ours, original[(layer, group)], rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("layer", [0, 1, 3])
-@pytest.mark.parametrize("group", WATCHED, ids=["qkv", "down"])
-def test_the_changed_stream_starts_from_the_rounded_rows(streams, layer, group):
+def test_each_stream_is_what_transformers_computes(streams, layer, group):
     recording, original, changed = streams
-    ours = torch.cat(recording.observed[(layer, group)])
-    torch.testing.assert_close(ours, changed[(layer, group)], rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(ours, original[(layer, group)], rtol=1e-3, atol=1e-3)  # the streams do differ
+    reference, observed = torch.cat(recording.reference[(layer, group)]), torch.cat(recording.observed[(layer, group)])
+    torch.testing.assert_close(reference, original[(layer, group)], rtol=1e-4, atol=1e-4)  # the model as loaded
+    torch.testing.assert_close(observed, changed[(layer, group)], rtol=1e-4, atol=1e-4)  # from the rounded rows, changed
+    assert not torch.allclose(observed, original[(layer, group)], rtol=1e-3, atol=1e-3)  # the streams do differ
