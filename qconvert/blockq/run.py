@@ -138,7 +138,7 @@ class BlockGPTQAlgorithm(HessianGroups):
         self.sums: dict[tuple[str, int], np.ndarray] = {}
         self.counts: dict[tuple[str, int], int] = {}
         self.reference = reference  # per group, batch by batch: the original model's inputs
-        self.reference_stream = config.asymmetric and reference is not None
+        self.reference_stream = reference is not None
         self.cross: dict[Group, torch.Tensor] = {}  # per group: Σ (x₀ − x)ᵀx over tokens
 
     def observe_reference(self, layer_index: int, group: Group, x: torch.Tensor, mask: torch.Tensor) -> None:
@@ -260,9 +260,10 @@ def with_uniform_embeddings(importance: ImportanceMatrix, embd_type: GGMLQuantiz
     llama-quantize rounds them with its rule for a tensor without one (d = max/-8 for Q4_0); the
     weighted fit with equal weights searches each block's parameters for the least squared error
     instead. Written into the matrix itself, so llama-quantize --imatrix with it still gives these bytes."""
-    if embd_type not in WEIGHTED_EMBEDDINGS or "token_embd.weight" in importance.entries:
+    weights = embedding_importance(None, embd_type, hidden, tied=False)
+    if weights is None or "token_embd.weight" in importance.entries:
         return importance
-    entries = {**importance.entries, "token_embd.weight": ImatrixEntry(np.ones((1, hidden), dtype=np.float32), np.ones(1, dtype=np.float32))}
+    entries = {**importance.entries, "token_embd.weight": ImatrixEntry(weights[None], np.ones(1, dtype=np.float32))}
     return replace(importance, entries=entries)
 
 

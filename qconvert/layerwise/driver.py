@@ -201,8 +201,7 @@ def _observe_reference(layer: nn.Module, index: int, block: DecoderBlock, inputs
 
         return hook
 
-    groups = [group for stage in block.stages for group in stage]
-    handles = [layer.get_submodule(name).register_forward_pre_hook(hook_for(group)) for group in groups for name in group]
+    handles = [layer.get_submodule(name).register_forward_pre_hook(hook_for(group)) for group in block.groups for name in group]
     outputs = []
     try:
         for b in range(len(reference)):
